@@ -1,0 +1,156 @@
+//! Model hyper-parameters, as stored in the blob header.
+
+use crate::error::Error;
+
+/// Feed-forward activation of the Q-Former (`hidden_act` in the Hugging Face config).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Activation {
+    /// Exact GELU, `0.5 x (1 + erf(x / sqrt 2))` (`gelu`, BLIP-2's default).
+    Gelu = 0,
+    /// Tanh approximation of GELU (`gelu_pytorch_tanh`, `gelu_new`).
+    GeluTanh = 1,
+    /// `max(x, 0)`.
+    Relu = 2,
+}
+
+impl Activation {
+    /// Decodes the header field.
+    pub const fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            0 => Some(Self::Gelu),
+            1 => Some(Self::GeluTanh),
+            2 => Some(Self::Relu),
+            _ => None,
+        }
+    }
+
+    /// The Hugging Face `hidden_act` name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Gelu => "gelu",
+            Self::GeluTanh => "gelu_pytorch_tanh",
+            Self::Relu => "relu",
+        }
+    }
+}
+
+/// Q-Former hyper-parameters (see `shared/notes/qformer.md` for their meaning).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Config {
+    /// L, number of Q-Former layers.
+    pub num_layers: u32,
+    /// d, width of the query tokens.
+    pub hidden: u32,
+    /// H, attention heads; `hidden % num_heads == 0`.
+    pub num_heads: u32,
+    /// Width of the feed-forward layer.
+    pub intermediate: u32,
+    /// f: layer `l` has cross-attention when `l % f == 0`.
+    pub cross_attention_frequency: u32,
+    /// d_v, width of the image features.
+    pub encoder_hidden: u32,
+    /// N, number of learned query tokens.
+    pub num_queries: u32,
+    /// Largest number M of image tokens the arena is planned for.
+    pub max_image_tokens: u32,
+    /// Output width of the language projection, 0 when the model has none.
+    pub projection_dim: u32,
+    /// Feed-forward activation.
+    pub activation: Activation,
+    /// LayerNorm epsilon.
+    pub layer_norm_eps: f32,
+}
+
+/// Largest value any single dimension may take; keeps every product in `u32`/`usize` range
+/// on 32-bit targets when combined with [`Config::validate`]'s product checks.
+pub const MAX_DIM: u32 = 1 << 20;
+
+impl Config {
+    /// BLIP-2's Q-Former (`Salesforce/blip2-opt-2.7b`): 12 layers, 768 wide, 12 heads, 3072
+    /// feed-forward, cross-attention every 2nd layer, 32 queries, 257 x 1408 image features,
+    /// projection to OPT-2.7b's 2560.
+    pub const BLIP2: Config = Config {
+        num_layers: 12,
+        hidden: 768,
+        num_heads: 12,
+        intermediate: 3072,
+        cross_attention_frequency: 2,
+        encoder_hidden: 1408,
+        num_queries: 32,
+        max_image_tokens: 257,
+        projection_dim: 2560,
+        activation: Activation::Gelu,
+        layer_norm_eps: 1e-12,
+    };
+
+    /// Size of one attention head.
+    pub const fn head_dim(&self) -> usize {
+        (self.hidden / self.num_heads) as usize
+    }
+
+    /// Whether layer `l` has cross-attention.
+    pub const fn has_cross(&self, layer: u32) -> bool {
+        layer % self.cross_attention_frequency == 0
+    }
+
+    /// Number of layers with cross-attention among layers `0..layer`.
+    pub const fn cross_layers_before(&self, layer: u32) -> u32 {
+        layer.div_ceil(self.cross_attention_frequency)
+    }
+
+    /// Checks that every field is in range and that the sizes the runtime derives from them
+    /// cannot overflow. `const` so firmware can validate an embedded header at compile time.
+    pub const fn validate(&self) -> Result<(), Error> {
+        let dims: [(&'static str, u32); 8] = [
+            ("num_layers", self.num_layers),
+            ("hidden", self.hidden),
+            ("num_heads", self.num_heads),
+            ("intermediate", self.intermediate),
+            ("cross_attention_frequency", self.cross_attention_frequency),
+            ("encoder_hidden", self.encoder_hidden),
+            ("num_queries", self.num_queries),
+            ("max_image_tokens", self.max_image_tokens),
+        ];
+        let mut i = 0;
+        while i < dims.len() {
+            let (field, value) = dims[i];
+            if value == 0 || value > MAX_DIM {
+                return Err(Error::InvalidConfig { field, value });
+            }
+            i += 1;
+        }
+        if self.projection_dim > MAX_DIM {
+            return Err(Error::InvalidConfig { field: "projection_dim", value: self.projection_dim });
+        }
+        if self.num_layers > u16::MAX as u32 - 1 {
+            return Err(Error::InvalidConfig { field: "num_layers", value: self.num_layers });
+        }
+        if self.hidden % self.num_heads != 0 {
+            return Err(Error::InvalidConfig { field: "num_heads", value: self.num_heads });
+        }
+        let eps = self.layer_norm_eps;
+        // `!(eps > 0)` also rejects NaN.
+        if !(eps > 0.0 && eps < 1.0) {
+            return Err(Error::InvalidConfig { field: "layer_norm_eps", value: eps.to_bits() });
+        }
+        // Every matrix the runtime touches must have a byte size that fits in usize and u32.
+        let big = [
+            (self.max_image_tokens as u64) * (self.encoder_hidden as u64),
+            (self.max_image_tokens as u64) * (self.hidden as u64),
+            (self.intermediate as u64) * (self.hidden as u64),
+            (self.hidden as u64) * (self.encoder_hidden as u64),
+            (self.projection_dim as u64) * (self.hidden as u64),
+            (self.num_queries as u64) * (self.max_image_tokens as u64),
+            (self.num_queries as u64) * (self.intermediate as u64),
+        ];
+        let mut j = 0;
+        while j < big.len() {
+            if big[j] * 4 > (u32::MAX as u64) / 4 || big[j] * 4 > (usize::MAX as u64) / 4 {
+                return Err(Error::SizeOverflow);
+            }
+            j += 1;
+        }
+        Ok(())
+    }
+}

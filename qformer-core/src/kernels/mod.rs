@@ -1,0 +1,37 @@
+//! Compute kernels, one module per family, one file per instruction set.
+//!
+//! Every family has a portable `scalar.rs` that is always compiled: it is the reference the
+//! SIMD variants are tested against. The safe entry points in each family's `mod.rs` pick a
+//! variant at compile time (an ordered `cfg` chain ending in scalar); run-time CPU detection
+//! belongs to `qformer-std`.
+//!
+//! * [`gemm`]: `out = a · wᵀ + bias` for f32, f16 and int8 (group-wise scales) weights.
+//! * [`quant`]: dynamic int8 quantization of activation rows.
+//! * [`norm`]: LayerNorm, softmax and activations (f32, scalar on every target so the int8
+//!   forward is bit-identical everywhere).
+
+pub mod gemm;
+pub mod norm;
+pub mod quant;
+
+/// A row-quantized int8 matrix: `rows` rows of `stride` values (columns beyond the logical
+/// width are zero), with one f32 scale per `group` consecutive values of a row.
+#[derive(Clone, Copy, Debug)]
+pub struct QRows<'a> {
+    /// `rows * stride` values.
+    pub values: &'a [i8],
+    /// `rows * stride / group` scales; value `q` at column `c` of row `r` stands for
+    /// `q * scales[r * stride / group + c / group]`.
+    pub scales: &'a [f32],
+    /// Values per row, a multiple of `group`.
+    pub stride: usize,
+    /// Values per scale.
+    pub group: usize,
+}
+
+impl QRows<'_> {
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.values.len().checked_div(self.stride).unwrap_or(0)
+    }
+}

@@ -1,0 +1,39 @@
+//! `qformer-core`: the Q-Former of BLIP-2, InstructBLIP and MiniGPT-4 for edge hardware.
+//!
+//! * `#![no_std]`, no `alloc`: the weights are read in place from a flat blob (`&[u8]` from
+//!   flash, `include_bytes!` or mmap), and every activation lives in a caller-provided arena
+//!   whose size is known from the blob header at compile time ([`arena_bytes`]).
+//! * Weights are stored per tensor as f32, fp16 (IEEE half, `half` crate) or int8 with
+//!   group-wise scales; see [`blob`] for the format and `docs/FORMAT.md` for its byte layout.
+//! * Kernels live in [`kernels`], one module per family, one file per instruction set, each
+//!   tested against its portable scalar twin.
+//!
+//! ```no_run
+//! use qformer_core::{Model, AlignedArena};
+//! # fn demo(blob: &[u8], image: &[f32], m: usize) -> Result<(), qformer_core::Error> {
+//! let model = Model::from_blob(blob)?;
+//! let mut arena = vec_arena(model.arena_bytes());
+//! let mut out = [0f32; 32 * 768];
+//! model.forward(image, m, &mut arena, &mut out, None)?;
+//! # Ok(()) }
+//! # fn vec_arena(_: usize) -> &'static mut [u8] { unimplemented!() }
+//! ```
+#![no_std]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+#[cfg(target_endian = "big")]
+compile_error!("qformer-core reads little-endian blobs in place and supports little-endian targets only");
+
+pub mod blob;
+pub mod config;
+pub mod error;
+pub mod kernels;
+pub mod model;
+pub mod plan;
+
+pub use blob::{DType, Header, Role, TensorEntry};
+pub use config::{Activation, Config};
+pub use error::Error;
+pub use model::{LayerObserver, Model};
+pub use blob::Precision;
+pub use plan::{arena_bytes, AlignedArena, ArenaPlan};

@@ -1,0 +1,479 @@
+//! [`Model`]: a validated view of a blob, and the forward pass.
+
+use half::f16;
+
+use crate::blob::{self, DType, Header, Precision, Role, TensorEntry, ALIGN, HEADER_BYTES, MAGIC};
+use crate::config::Config;
+use crate::error::{Buffer, Error, TensorProblem};
+use crate::kernels::gemm::{self, Shape};
+use crate::kernels::norm;
+use crate::kernels::quant::{self, Strided};
+use crate::kernels::QRows;
+use crate::plan::{ArenaPlan, QSpan, Span};
+
+/// Receives the hidden state after the input LayerNorm (`index` 0) and after each layer
+/// (`index` = layer + 1), as `[N, d]` — the same indexing as Hugging Face's
+/// `hidden_states`.
+pub trait LayerObserver {
+    /// Called once per index.
+    fn layer(&mut self, index: usize, hidden: &[f32]);
+}
+
+impl<F: FnMut(usize, &[f32])> LayerObserver for F {
+    fn layer(&mut self, index: usize, hidden: &[f32]) {
+        self(index, hidden)
+    }
+}
+
+/// Stored weights of one linear layer.
+#[derive(Clone, Copy, Debug)]
+enum Weights<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+    I8(QRows<'a>),
+}
+
+/// One linear layer `y = x Wᵀ + b`, `W` of shape `[n, k]`.
+#[derive(Clone, Copy, Debug)]
+struct Linear<'a> {
+    w: Weights<'a>,
+    b: &'a [f32],
+    n: usize,
+    k: usize,
+}
+
+/// The input of a linear layer in the form its weights need.
+#[derive(Clone, Copy)]
+enum Input<'s> {
+    F32(&'s [f32]),
+    Q(QRows<'s>),
+}
+
+impl Linear<'_> {
+    /// `out[r * ldo + j] = (input · Wᵀ)[r, j] + b[j]` for `rows` rows.
+    fn apply(&self, input: Input<'_>, rows: usize, out: &mut [f32], ldo: usize) {
+        let s = Shape { m: rows, n: self.n, k: self.k, ldo };
+        match (self.w, input) {
+            (Weights::F32(w), Input::F32(a)) => gemm::gemm_f32(a, w, Some(self.b), out, s),
+            (Weights::F16(w), Input::F32(a)) => gemm::gemm_f16(a, w, Some(self.b), out, s),
+            (Weights::I8(w), Input::Q(a)) => gemm::gemm_q8(&a, &w, Some(self.b), out, s),
+            // The model validates at load that every matrix has its precision's dtype, and
+            // the forward quantizes exactly the inputs of int8 layers.
+            _ => debug_assert!(false, "weight dtype and input form disagree"),
+        }
+    }
+}
+
+/// Hands out the plan's spans of one buffer in increasing offset order as typed slices.
+struct Carve<'a> {
+    rest: &'a mut [u8],
+    at: usize,
+}
+
+impl<'a> Carve<'a> {
+    fn new(buf: &'a mut [u8]) -> Self {
+        Carve { rest: buf, at: 0 }
+    }
+    fn bytes(&mut self, s: Span) -> &'a mut [u8] {
+        if s.bytes == 0 {
+            return &mut [];
+        }
+        debug_assert!(s.offset >= self.at, "spans must be carved in order");
+        let rest = core::mem::take(&mut self.rest);
+        let (_, rest) = rest.split_at_mut(s.offset - self.at);
+        let (mine, rest) = rest.split_at_mut(s.bytes);
+        self.rest = rest;
+        self.at = s.offset + s.bytes;
+        mine
+    }
+    fn f32s(&mut self, s: Span) -> Result<&'a mut [f32], Error> {
+        if s.bytes == 0 {
+            return Ok(&mut []);
+        }
+        bytemuck::try_cast_slice_mut(self.bytes(s)).map_err(|_| Error::Misaligned { buffer: Buffer::Arena, align: ALIGN })
+    }
+    fn q(&mut self, s: QSpan) -> Result<(&'a mut [i8], &'a mut [f32]), Error> {
+        let v = bytemuck::cast_slice_mut(self.bytes(s.values));
+        Ok((v, self.f32s(s.scales)?))
+    }
+}
+
+/// A Q-Former whose weights are read in place from a validated blob.
+#[derive(Clone, Copy, Debug)]
+pub struct Model<'a> {
+    blob: &'a [u8],
+    header: Header,
+    config: Config,
+    precision: Precision,
+    plan: ArenaPlan,
+}
+
+/// The two attention blocks of a layer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Block {
+    SelfAttention,
+    CrossAttention,
+}
+
+impl<'a> Model<'a> {
+    /// Validates `blob` and wraps it. Checks, in this order: length, magic, version and
+    /// declared size; the CRC-32; the header's fields and config; every tensor-table entry
+    /// (role, layer, shape, dtype, bounds, alignment, group size); the blob's start address
+    /// (16-byte aligned). Reads nothing out of bounds and never panics, whatever the bytes.
+    pub fn from_blob(blob: &'a [u8]) -> Result<Model<'a>, Error> {
+        if blob.len() < HEADER_BYTES {
+            return Err(Error::Truncated { needed: HEADER_BYTES, available: blob.len() });
+        }
+        if blob[..8] != MAGIC {
+            return Err(Error::BadMagic);
+        }
+        let word = |at: usize| u32::from_le_bytes([blob[at], blob[at + 1], blob[at + 2], blob[at + 3]]);
+        let version = word(8);
+        if version != blob::FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion { found: version, supported: blob::FORMAT_VERSION });
+        }
+        let declared = word(16) as usize;
+        if declared > blob.len() {
+            return Err(Error::Truncated { needed: declared, available: blob.len() });
+        }
+        if declared < blob.len() {
+            return Err(Error::TrailingBytes { declared, available: blob.len() });
+        }
+        let computed = blob::checksum(blob);
+        let stored = word(blob::CHECKSUM_OFFSET);
+        if computed != stored {
+            return Err(Error::ChecksumMismatch { stored, computed });
+        }
+        let header = Header::parse(blob)?;
+        let config = header.config()?;
+        let precision = header.precision();
+        if blob.as_ptr() as usize % ALIGN != 0 {
+            return Err(Error::Misaligned { buffer: Buffer::Blob, align: ALIGN });
+        }
+        let matrix_dtype = match precision {
+            Precision::F32 => DType::F32,
+            Precision::F16 => DType::F16,
+            Precision::Int8 => DType::I8,
+        };
+        for index in 0..header.tensor_count {
+            let at = HEADER_BYTES + index as usize * blob::ENTRY_BYTES;
+            let e = TensorEntry::parse(blob, at).ok_or(Error::Truncated { needed: at + blob::ENTRY_BYTES, available: blob.len() })?;
+            blob::check_entry(&config, &header, index, &e)?;
+            let role = Role::from_u16(e.role).ok_or(Error::BadHeader { field: "role", value: e.role as u32 })?;
+            if role.is_matrix() && e.dtype != matrix_dtype as u8 {
+                return Err(Error::Tensor { role, layer: e.layer, problem: TensorProblem::DType(e.dtype) });
+            }
+            if e.dtype == DType::I8 as u8 && e.group != header.group_size {
+                return Err(Error::Tensor { role, layer: e.layer, problem: TensorProblem::Group(e.group) });
+            }
+        }
+        let plan = ArenaPlan::new(&config, precision, header.group_size as usize)?;
+        Ok(Model { blob, header, config, precision, plan })
+    }
+
+    /// The model config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The forward path of this blob.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// The arena plan.
+    pub fn plan(&self) -> &ArenaPlan {
+        &self.plan
+    }
+
+    /// Exact arena bytes [`Model::forward`] needs.
+    pub fn arena_bytes(&self) -> usize {
+        self.plan.total
+    }
+
+    /// The table entry of `role` in `layer`.
+    pub fn entry(&self, role: Role, layer: u16) -> Option<TensorEntry> {
+        let index = blob::index_of(&self.config, role, layer)?;
+        TensorEntry::parse(self.blob, HEADER_BYTES + index as usize * blob::ENTRY_BYTES)
+    }
+
+    fn bytes(&self, offset: u32, len: usize) -> &'a [u8] {
+        // In bounds: checked for every entry by `from_blob`.
+        &self.blob[offset as usize..offset as usize + len]
+    }
+
+    /// An f32 tensor.
+    fn f32s(&self, role: Role, layer: u32) -> Result<&'a [f32], Error> {
+        let e = self.entry(role, layer as u16).ok_or(Error::InvalidConfig { field: "layer", value: layer })?;
+        bytemuck::try_cast_slice(self.bytes(e.offset, e.bytes as usize))
+            .map_err(|_| Error::Misaligned { buffer: Buffer::Blob, align: ALIGN })
+    }
+
+    fn linear(&self, weight: Role, bias: Role, layer: u32) -> Result<Linear<'a>, Error> {
+        let e = self.entry(weight, layer as u16).ok_or(Error::InvalidConfig { field: "layer", value: layer })?;
+        let raw = self.bytes(e.offset, e.bytes as usize);
+        let misaligned = |_| Error::Misaligned { buffer: Buffer::Blob, align: ALIGN };
+        let w = match DType::from_u8(e.dtype) {
+            Some(DType::F32) => Weights::F32(bytemuck::try_cast_slice(raw).map_err(misaligned)?),
+            Some(DType::F16) => Weights::F16(bytemuck::try_cast_slice(raw).map_err(misaligned)?),
+            Some(DType::I8) => {
+                let shape = [e.rows, e.cols];
+                let sb = blob::scale_bytes(shape, e.group).ok_or(Error::SizeOverflow)?;
+                Weights::I8(QRows {
+                    values: bytemuck::cast_slice(raw),
+                    scales: bytemuck::try_cast_slice(self.bytes(e.scales_offset, sb)).map_err(misaligned)?,
+                    stride: e.stride(),
+                    group: e.group as usize,
+                })
+            }
+            None => return Err(Error::Tensor { role: weight, layer: layer as u16, problem: TensorProblem::DType(e.dtype) }),
+        };
+        Ok(Linear { w, b: self.f32s(bias, layer)?, n: e.rows as usize, k: e.cols as usize })
+    }
+
+    /// Runs the Q-Former on one image's features `image` (`[m, d_v]`, row-major) and writes
+    /// the query outputs `[N, d]` to `out` and, if given, the language projection
+    /// `[N, d_llm]` to `projected`. `arena` must be 16-byte aligned and at least
+    /// [`Model::arena_bytes`] long. Non-finite features are rejected with
+    /// [`Error::NonFiniteInput`] before any work.
+    pub fn forward(
+        &self,
+        image: &[f32],
+        m: usize,
+        arena: &mut [u8],
+        out: &mut [f32],
+        projected: Option<&mut [f32]>,
+    ) -> Result<(), Error> {
+        self.forward_observed(image, m, arena, out, projected, &mut |_: usize, _: &[f32]| {})
+    }
+
+    /// [`Model::forward`], calling `observer` with the hidden state after each layer.
+    pub fn forward_observed(
+        &self,
+        image: &[f32],
+        m: usize,
+        arena: &mut [u8],
+        out: &mut [f32],
+        projected: Option<&mut [f32]>,
+        observer: &mut dyn LayerObserver,
+    ) -> Result<(), Error> {
+        let c = &self.config;
+        let (n, d, dv) = (c.num_queries as usize, c.hidden as usize, c.encoder_hidden as usize);
+        let max_m = c.max_image_tokens as usize;
+        if m == 0 || m > max_m {
+            return Err(Error::ImageTokens { max: max_m, found: m });
+        }
+        if image.len() != m * dv {
+            return Err(Error::BufferSize { buffer: Buffer::Image, expected: m * dv, found: image.len() });
+        }
+        if out.len() != n * d {
+            return Err(Error::BufferSize { buffer: Buffer::Output, expected: n * d, found: out.len() });
+        }
+        if let Some(p) = &projected {
+            if c.projection_dim == 0 {
+                return Err(Error::NoProjection);
+            }
+            let want = n * c.projection_dim as usize;
+            if p.len() != want {
+                return Err(Error::BufferSize { buffer: Buffer::Projected, expected: want, found: p.len() });
+            }
+        }
+        if arena.len() < self.plan.total {
+            return Err(Error::ArenaTooSmall { needed: self.plan.total, available: arena.len() });
+        }
+        if arena.as_ptr() as usize % ALIGN != 0 {
+            return Err(Error::Misaligned { buffer: Buffer::Arena, align: ALIGN });
+        }
+        if let Some(index) = image.iter().position(|v| !v.is_finite()) {
+            return Err(Error::NonFiniteInput { index });
+        }
+
+        let (top, region) = arena[..self.plan.total].split_at_mut(self.plan.region);
+        let mut carve = Carve::new(top);
+        let x = carve.f32s(self.plan.x)?;
+        let (zv, zs) = carve.q(self.plan.image)?;
+
+        x.copy_from_slice(self.f32s(Role::QueryTokens, 0)?);
+        norm::add_layernorm(x, None, self.f32s(Role::InputNormWeight, 0)?, self.f32s(Role::InputNormBias, 0)?, c.layer_norm_eps);
+        observer.layer(0, x);
+
+        let group = self.header.group_size as usize;
+        let image_in = match self.precision {
+            Precision::Int8 => {
+                let src = Strided { data: image, rows: m, cols: dv, row_stride: dv, col_stride: 1 };
+                Input::Q(quant::quantize_rows(src, group, zv, zs))
+            }
+            _ => Input::F32(image),
+        };
+
+        for l in 0..c.num_layers {
+            self.attention(Block::SelfAttention, l, x, None, region)?;
+            if c.has_cross(l) {
+                self.attention(Block::CrossAttention, l, x, Some((image_in, m)), region)?;
+            }
+            self.feed_forward(l, x, region)?;
+            observer.layer(l as usize + 1, x);
+        }
+        out.copy_from_slice(x);
+        if let Some(p) = projected {
+            let proj = self.linear(Role::ProjWeight, Role::ProjBias, 0)?;
+            let mut carve = Carve::new(region);
+            let (xv, xs) = carve.q(self.plan.ffn.xq)?;
+            let input = self.prepare(x, n, d, xv, xs);
+            proj.apply(input, n, p, proj.n);
+        }
+        Ok(())
+    }
+
+    /// The input of a linear layer: `x` itself, or `x` quantized into `(qv, qs)` for int8.
+    fn prepare<'s>(&self, x: &'s [f32], rows: usize, cols: usize, qv: &'s mut [i8], qs: &'s mut [f32]) -> Input<'s> {
+        match self.precision {
+            Precision::Int8 => {
+                let src = Strided { data: x, rows, cols, row_stride: cols, col_stride: 1 };
+                Input::Q(quant::quantize_rows(src, self.header.group_size as usize, qv, qs))
+            }
+            _ => Input::F32(x),
+        }
+    }
+
+    /// `x = LayerNorm(x + Attention(x, kv) W_o + b_o)`; `kv = None` is self-attention.
+    fn attention(&self, block: Block, l: u32, x: &mut [f32], kv: Option<(Input<'_>, usize)>, region: &mut [u8]) -> Result<(), Error> {
+        let c = &self.config;
+        let (n, d) = (c.num_queries as usize, c.hidden as usize);
+        let heads = c.num_heads as usize;
+        let dh = c.head_dim();
+        let roles = if block == Block::SelfAttention { &blob::SELF_ROLES } else { &blob::CROSS_ROLES };
+        let wq = self.linear(roles[0], roles[1], l)?;
+        let wk = self.linear(roles[2], roles[3], l)?;
+        let wv = self.linear(roles[4], roles[5], l)?;
+        let wo = self.linear(roles[6], roles[7], l)?;
+        let (gain, bias) = (self.f32s(roles[8], l)?, self.f32s(roles[9], l)?);
+        let p = &self.plan.attention;
+        let scale = 1.0 / libm::sqrtf(dh as f32);
+
+        let mut carve = Carve::new(region);
+        let q = carve.f32s(p.q)?;
+        let kbuf = carve.f32s(p.k)?;
+        let ctx = carve.f32s(p.ctx)?;
+        let scores = carve.f32s(p.scores)?;
+
+        match self.precision {
+            Precision::Int8 => {
+                let group = self.header.group_size as usize;
+                let (xv, xs) = carve.q(p.xq)?;
+                let (kv_v, kv_s) = carve.q(p.kq)?;
+                let (vt_v, vt_s) = carve.q(p.vtq)?;
+                let (hq_v, hq_s) = carve.q(p.head_qq)?;
+                let (pq_v, pq_s) = carve.q(p.pq)?;
+                let xin = quant::quantize_rows(Strided { data: x, rows: n, cols: d, row_stride: d, col_stride: 1 }, group, xv, xs);
+                let (src, t) = match kv {
+                    Some((input, m)) => (input, m),
+                    None => (Input::Q(xin), n),
+                };
+                wq.apply(Input::Q(xin), n, q, d);
+                // Keys: all heads quantized row-wise ([H, t, dh]); then values, through the
+                // same f32 buffer, quantized transposed ([H, dh, t]) so p·v is a row product.
+                let kq_stride = dh.div_ceil(group) * group;
+                let vt_stride = t.div_ceil(group) * group;
+                wk.apply(src, t, kbuf, d);
+                for h in 0..heads {
+                    let (ov, os) = (h * t * kq_stride, h * t * kq_stride / group);
+                    let src = Strided { data: &kbuf[h * dh..], rows: t, cols: dh, row_stride: d, col_stride: 1 };
+                    quant::quantize_rows(src, group, &mut kv_v[ov..], &mut kv_s[os..]);
+                }
+                wv.apply(src, t, kbuf, d);
+                for h in 0..heads {
+                    let (ov, os) = (h * dh * vt_stride, h * dh * vt_stride / group);
+                    let src = Strided { data: &kbuf[h * dh..], rows: dh, cols: t, row_stride: 1, col_stride: d };
+                    quant::quantize_rows(src, group, &mut vt_v[ov..], &mut vt_s[os..]);
+                }
+                for h in 0..heads {
+                    let qh = quant::quantize_rows(
+                        Strided { data: &q[h * dh..], rows: n, cols: dh, row_stride: d, col_stride: 1 },
+                        group,
+                        hq_v,
+                        hq_s,
+                    );
+                    let kh = QRows {
+                        values: &kv_v[h * t * kq_stride..(h + 1) * t * kq_stride],
+                        scales: &kv_s[h * t * kq_stride / group..(h + 1) * t * kq_stride / group],
+                        stride: kq_stride,
+                        group,
+                    };
+                    gemm::gemm_q8(&qh, &kh, None, scores, Shape::new(n, t, dh));
+                    norm::softmax_rows(&mut scores[..n * t], t, scale);
+                    let ph = quant::quantize_rows(
+                        Strided { data: scores, rows: n, cols: t, row_stride: t, col_stride: 1 },
+                        group,
+                        pq_v,
+                        pq_s,
+                    );
+                    let vh = QRows {
+                        values: &vt_v[h * dh * vt_stride..(h + 1) * dh * vt_stride],
+                        scales: &vt_s[h * dh * vt_stride / group..(h + 1) * dh * vt_stride / group],
+                        stride: vt_stride,
+                        group,
+                    };
+                    gemm::gemm_q8(&ph, &vh, None, &mut ctx[h * dh..], Shape { m: n, n: dh, k: t, ldo: d });
+                }
+                // The quantized input is dead: the context reuses its buffers.
+                let cin = quant::quantize_rows(Strided { data: ctx, rows: n, cols: d, row_stride: d, col_stride: 1 }, group, xv, xs);
+                wo.apply(Input::Q(cin), n, q, d);
+            }
+            Precision::F32 | Precision::F16 => {
+                let vbuf = carve.f32s(p.v)?;
+                let head_q = carve.f32s(p.head_q)?;
+                let head_k = carve.f32s(p.head_k)?;
+                let head_vt = carve.f32s(p.head_vt)?;
+                let (src, t) = match kv {
+                    Some((input, m)) => (input, m),
+                    None => (Input::F32(x), n),
+                };
+                wq.apply(Input::F32(x), n, q, d);
+                wk.apply(src, t, kbuf, d);
+                wv.apply(src, t, vbuf, d);
+                for h in 0..heads {
+                    for r in 0..n {
+                        head_q[r * dh..(r + 1) * dh].copy_from_slice(&q[r * d + h * dh..r * d + (h + 1) * dh]);
+                    }
+                    for r in 0..t {
+                        head_k[r * dh..(r + 1) * dh].copy_from_slice(&kbuf[r * d + h * dh..r * d + (h + 1) * dh]);
+                        for j in 0..dh {
+                            head_vt[j * t + r] = vbuf[r * d + h * dh + j];
+                        }
+                    }
+                    gemm::gemm_f32(head_q, head_k, None, scores, Shape::new(n, t, dh));
+                    norm::softmax_rows(&mut scores[..n * t], t, scale);
+                    gemm::gemm_f32(scores, head_vt, None, &mut ctx[h * dh..], Shape { m: n, n: dh, k: t, ldo: d });
+                }
+                wo.apply(Input::F32(ctx), n, q, d);
+            }
+        }
+        norm::add_layernorm(x, Some(q), gain, bias, c.layer_norm_eps);
+        Ok(())
+    }
+
+    /// `x = LayerNorm(x + act(x W_1 + b_1) W_2 + b_2)`.
+    fn feed_forward(&self, l: u32, x: &mut [f32], region: &mut [u8]) -> Result<(), Error> {
+        let c = &self.config;
+        let (n, d, i) = (c.num_queries as usize, c.hidden as usize, c.intermediate as usize);
+        let up = self.linear(Role::FfnUpWeight, Role::FfnUpBias, l)?;
+        let down = self.linear(Role::FfnDownWeight, Role::FfnDownBias, l)?;
+        let p = &self.plan.ffn;
+        let mut carve = Carve::new(region);
+        let h = carve.f32s(p.h)?;
+        let out = carve.f32s(p.out)?;
+        let (xv, xs) = carve.q(p.xq)?;
+        let (hv, hs) = carve.q(p.hq)?;
+        up.apply(self.prepare(x, n, d, xv, xs), n, h, i);
+        norm::activate_slice(c.activation, h);
+        down.apply(self.prepare(h, n, i, hv, hs), n, out, d);
+        norm::add_layernorm(x, Some(out), self.f32s(Role::FfnNormWeight, l)?, self.f32s(Role::FfnNormBias, l)?, c.layer_norm_eps);
+        Ok(())
+    }
+}
