@@ -67,5 +67,66 @@ pub fn max_abs_diff(got: &[f32], want: &[f32]) -> (f32, usize) {
 /// Asserts `got` is within `tol` of `want` everywhere, naming where and by how much not.
 pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
     let (err, at) = max_abs_diff(got, want);
-    assert!(err <= tol, "{what}: max abs error {err:.3e} > {tol:.0e} at flat index {at} (got {}, want {})", got[at], want[at]);
+    assert!(
+        err <= tol,
+        "{what}: max abs error {err:.3e} > {tol:.0e} at flat index {at} (got {}, want {})",
+        got[at],
+        want[at]
+    );
+}
+
+/// A tiny config for format and error tests: 2 layers, d 32, 4 heads, projection 24.
+pub const TINY: qformer_core::Config = qformer_core::Config {
+    num_layers: 2,
+    hidden: 32,
+    num_heads: 4,
+    intermediate: 64,
+    cross_attention_frequency: 2,
+    encoder_hidden: 48,
+    num_queries: 4,
+    max_image_tokens: 9,
+    projection_dim: 24,
+    activation: qformer_core::Activation::Gelu,
+    layer_norm_eps: 1e-12,
+};
+
+/// A valid blob of a tiny synthetic model.
+pub fn tiny_blob(precision: qformer_core::Precision) -> Vec<u8> {
+    let w = qformer_std::synth::Spec::textured(TINY, 5).build();
+    qformer_std::writer::build_blob(&w, qformer_std::writer::BlobOptions::new(precision), || {}).expect("tiny blob")
+}
+
+/// Rewrites the checksum of a (modified) blob so it passes the CRC check.
+pub fn reseal(blob: &mut [u8]) {
+    let crc = qformer_core::blob::checksum(blob);
+    blob[qformer_core::blob::CHECKSUM_OFFSET..qformer_core::blob::CHECKSUM_OFFSET + 4]
+        .copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Copies a fixture case into a fresh temporary directory (for tests that damage it).
+pub fn copy_case(case: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for entry in std::fs::read_dir(fixture(case)).expect("fixture dir") {
+        let p = entry.expect("dir entry").path();
+        std::fs::copy(&p, dir.path().join(p.file_name().expect("file name"))).expect("copy fixture");
+    }
+    dir
+}
+
+/// Rewrites the safetensors file at `path`, letting `edit` change the list of
+/// `(name, dtype, shape, bytes)`.
+pub fn rewrite_safetensors(
+    path: &std::path::Path,
+    edit: impl FnOnce(&mut Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>),
+) {
+    let bytes = std::fs::read(path).expect("read safetensors");
+    let st = SafeTensors::deserialize(&bytes).expect("valid safetensors");
+    let mut list: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> =
+        st.tensors().into_iter().map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec())).collect();
+    edit(&mut list);
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = list
+        .iter()
+        .map(|(n, d, s, b)| (n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).expect("view")))
+        .collect();
+    std::fs::write(path, safetensors::serialize(views, None).expect("serialize")).expect("write safetensors");
 }

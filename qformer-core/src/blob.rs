@@ -429,9 +429,7 @@ impl TensorEntry {
         o[2..4].copy_from_slice(&self.layer.to_le_bytes());
         o[4] = self.dtype;
         o[5..8].copy_from_slice(&self.reserved);
-        for (i, w) in [self.rows, self.cols, self.offset, self.bytes, self.scales_offset, self.group]
-            .iter()
-            .enumerate()
+        for (i, w) in [self.rows, self.cols, self.offset, self.bytes, self.scales_offset, self.group].iter().enumerate()
         {
             o[8 + 4 * i..12 + 4 * i].copy_from_slice(&w.to_le_bytes());
         }
@@ -727,16 +725,9 @@ pub fn checksum(blob: &[u8]) -> u32 {
 }
 
 /// Checks one table entry against the canonical layout and the blob's bounds.
-pub(crate) fn check_entry(
-    c: &Config,
-    header: &Header,
-    index: u32,
-    e: &TensorEntry,
-) -> Result<(), Error> {
-    let (role, layer) = slot(c, index).ok_or(Error::TensorCount {
-        expected: tensor_count(c),
-        found: header.tensor_count,
-    })?;
+pub(crate) fn check_entry(c: &Config, header: &Header, index: u32, e: &TensorEntry) -> Result<(), Error> {
+    let (role, layer) =
+        slot(c, index).ok_or(Error::TensorCount { expected: tensor_count(c), found: header.tensor_count })?;
     let fail = |problem| Err(Error::Tensor { role, layer, problem });
     if e.role != role as u16 || e.layer != layer {
         return fail(TensorProblem::Unexpected { role: e.role, layer: e.layer });

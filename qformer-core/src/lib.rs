@@ -31,9 +31,9 @@ pub mod kernels;
 pub mod model;
 pub mod plan;
 
+pub use blob::Precision;
 pub use blob::{DType, Header, Role, TensorEntry};
 pub use config::{Activation, Config};
 pub use error::Error;
 pub use model::{LayerObserver, Model};
-pub use blob::Precision;
 pub use plan::{arena_bytes, AlignedArena, ArenaPlan};

@@ -9,7 +9,14 @@ use crate::kernels::gemm::{self, Shape};
 use crate::kernels::norm;
 use crate::kernels::quant::{self, Strided};
 use crate::kernels::QRows;
-use crate::plan::{ArenaPlan, QSpan, Span};
+use crate::plan::{ArenaPlan, QSpan, Span, MAX_IMAGE_OUTLIERS};
+
+/// int8 path: an image-feature channel whose largest magnitude over the image's tokens
+/// exceeds this many times the mean of all channels' largest magnitudes is an outlier. Up
+/// to [`MAX_IMAGE_OUTLIERS`] of them (the largest) are kept out of the int8 values and
+/// multiplied in f32 (mixed-precision decomposition, as LLM.int8()), so that a few channels
+/// 30x larger than the rest do not crush the int8 resolution of the others.
+pub const OUTLIER_RATIO: f32 = 6.0;
 
 /// Receives the hidden state after the input LayerNorm (`index` 0) and after each layer
 /// (`index` = layer + 1), as `[N, d]` — the same indexing as Hugging Face's
@@ -64,6 +71,72 @@ impl Linear<'_> {
     }
 }
 
+/// The image features as the cross-attention key/value projections read them.
+#[derive(Clone, Copy)]
+struct Image<'s> {
+    input: Input<'s>,
+    tokens: usize,
+    /// int8: channels zeroed in the int8 values, ascending.
+    outliers: &'s [u16],
+    /// int8: their f32 values, `[tokens, outliers.len()]`.
+    outlier_values: &'s [f32],
+}
+
+impl Linear<'_> {
+    /// Adds the image's outlier channels' contribution (int8 weights dequantized, f32
+    /// products) to `out`, in a fixed order so every target gets the same bits.
+    fn add_outlier_columns(&self, image: &Image<'_>, out: &mut [f32], ldo: usize) {
+        let Weights::I8(w) = self.w else { return };
+        let groups = w.stride / w.group;
+        let count = image.outliers.len();
+        for (i, &c) in image.outliers.iter().enumerate() {
+            let c = c as usize;
+            for j in 0..self.n {
+                let wjc = w.values[j * w.stride + c] as f32 * w.scales[j * groups + c / w.group];
+                for t in 0..image.tokens {
+                    out[t * ldo + j] += image.outlier_values[t * count + i] * wjc;
+                }
+            }
+        }
+    }
+}
+
+/// The outlier channels of `image` (`[m, dv]`): over [`OUTLIER_RATIO`] times the mean
+/// channel maximum, at most [`MAX_IMAGE_OUTLIERS`] (the largest), ascending. `colmax` is
+/// `dv` scratch.
+fn image_outliers(image: &[f32], m: usize, dv: usize, colmax: &mut [f32]) -> heapless::Vec<u16, MAX_IMAGE_OUTLIERS> {
+    colmax.fill(0.0);
+    for row in image.chunks_exact(dv).take(m) {
+        for (c, v) in colmax.iter_mut().zip(row) {
+            *c = c.max(libm::fabsf(*v));
+        }
+    }
+    let mean = colmax.iter().sum::<f32>() / dv as f32;
+    let mut picked: heapless::Vec<u16, MAX_IMAGE_OUTLIERS> = heapless::Vec::new();
+    for (c, &v) in colmax.iter().enumerate() {
+        if v <= OUTLIER_RATIO * mean {
+            continue;
+        }
+        if picked.is_full() {
+            // Replace the smallest picked channel if this one is larger (ties: keep the
+            // lower channel index).
+            let (k, &small) = picked
+                .iter()
+                .enumerate()
+                .min_by(|a, b| colmax[*a.1 as usize].total_cmp(&colmax[*b.1 as usize]))
+                .expect("full, so not empty");
+            if v > colmax[small as usize] {
+                picked[k] = c as u16;
+            }
+        } else {
+            // Cannot fail: not full.
+            let _ = picked.push(c as u16);
+        }
+    }
+    picked.sort_unstable();
+    picked
+}
+
 /// Hands out the plan's spans of one buffer in increasing offset order as typed slices.
 struct Carve<'a> {
     rest: &'a mut [u8],
@@ -90,7 +163,8 @@ impl<'a> Carve<'a> {
         if s.bytes == 0 {
             return Ok(&mut []);
         }
-        bytemuck::try_cast_slice_mut(self.bytes(s)).map_err(|_| Error::Misaligned { buffer: Buffer::Arena, align: ALIGN })
+        bytemuck::try_cast_slice_mut(self.bytes(s))
+            .map_err(|_| Error::Misaligned { buffer: Buffer::Arena, align: ALIGN })
     }
     fn q(&mut self, s: QSpan) -> Result<(&'a mut [i8], &'a mut [f32]), Error> {
         let v = bytemuck::cast_slice_mut(self.bytes(s.values));
@@ -157,7 +231,8 @@ impl<'a> Model<'a> {
         };
         for index in 0..header.tensor_count {
             let at = HEADER_BYTES + index as usize * blob::ENTRY_BYTES;
-            let e = TensorEntry::parse(blob, at).ok_or(Error::Truncated { needed: at + blob::ENTRY_BYTES, available: blob.len() })?;
+            let e = TensorEntry::parse(blob, at)
+                .ok_or(Error::Truncated { needed: at + blob::ENTRY_BYTES, available: blob.len() })?;
             blob::check_entry(&config, &header, index, &e)?;
             let role = Role::from_u16(e.role).ok_or(Error::BadHeader { field: "role", value: e.role as u32 })?;
             if role.is_matrix() && e.dtype != matrix_dtype as u8 {
@@ -231,7 +306,9 @@ impl<'a> Model<'a> {
                     group: e.group as usize,
                 })
             }
-            None => return Err(Error::Tensor { role: weight, layer: layer as u16, problem: TensorProblem::DType(e.dtype) }),
+            None => {
+                return Err(Error::Tensor { role: weight, layer: layer as u16, problem: TensorProblem::DType(e.dtype) })
+            }
         };
         Ok(Linear { w, b: self.f32s(bias, layer)?, n: e.rows as usize, k: e.cols as usize })
     }
@@ -297,24 +374,45 @@ impl<'a> Model<'a> {
         let mut carve = Carve::new(top);
         let x = carve.f32s(self.plan.x)?;
         let (zv, zs) = carve.q(self.plan.image)?;
+        let zo = carve.f32s(self.plan.image_outliers)?;
+        let row = carve.f32s(self.plan.image_row)?;
 
         x.copy_from_slice(self.f32s(Role::QueryTokens, 0)?);
-        norm::add_layernorm(x, None, self.f32s(Role::InputNormWeight, 0)?, self.f32s(Role::InputNormBias, 0)?, c.layer_norm_eps);
+        norm::add_layernorm(
+            x,
+            None,
+            self.f32s(Role::InputNormWeight, 0)?,
+            self.f32s(Role::InputNormBias, 0)?,
+            c.layer_norm_eps,
+        );
         observer.layer(0, x);
 
         let group = self.header.group_size as usize;
+        let outliers;
         let image_in = match self.precision {
             Precision::Int8 => {
-                let src = Strided { data: image, rows: m, cols: dv, row_stride: dv, col_stride: 1 };
-                Input::Q(quant::quantize_rows(src, group, zv, zs))
+                outliers = image_outliers(image, m, dv, row);
+                let count = outliers.len();
+                let stride = dv.div_ceil(group) * group;
+                for (r, src) in image.chunks_exact(dv).enumerate() {
+                    row.copy_from_slice(src);
+                    for (i, &c) in outliers.iter().enumerate() {
+                        zo[r * count + i] = row[c as usize];
+                        row[c as usize] = 0.0;
+                    }
+                    let one = Strided { data: row, rows: 1, cols: dv, row_stride: dv, col_stride: 1 };
+                    quant::quantize_rows(one, group, &mut zv[r * stride..], &mut zs[r * stride / group..]);
+                }
+                let q = QRows { values: &zv[..m * stride], scales: &zs[..m * stride / group], stride, group };
+                Image { input: Input::Q(q), tokens: m, outliers: &outliers, outlier_values: &zo[..m * count] }
             }
-            _ => Input::F32(image),
+            _ => Image { input: Input::F32(image), tokens: m, outliers: &[], outlier_values: &[] },
         };
 
         for l in 0..c.num_layers {
             self.attention(Block::SelfAttention, l, x, None, region)?;
             if c.has_cross(l) {
-                self.attention(Block::CrossAttention, l, x, Some((image_in, m)), region)?;
+                self.attention(Block::CrossAttention, l, x, Some(image_in), region)?;
             }
             self.feed_forward(l, x, region)?;
             observer.layer(l as usize + 1, x);
@@ -342,7 +440,14 @@ impl<'a> Model<'a> {
     }
 
     /// `x = LayerNorm(x + Attention(x, kv) W_o + b_o)`; `kv = None` is self-attention.
-    fn attention(&self, block: Block, l: u32, x: &mut [f32], kv: Option<(Input<'_>, usize)>, region: &mut [u8]) -> Result<(), Error> {
+    fn attention(
+        &self,
+        block: Block,
+        l: u32,
+        x: &mut [f32],
+        kv: Option<Image<'_>>,
+        region: &mut [u8],
+    ) -> Result<(), Error> {
         let c = &self.config;
         let (n, d) = (c.num_queries as usize, c.hidden as usize);
         let heads = c.num_heads as usize;
@@ -370,23 +475,28 @@ impl<'a> Model<'a> {
                 let (vt_v, vt_s) = carve.q(p.vtq)?;
                 let (hq_v, hq_s) = carve.q(p.head_qq)?;
                 let (pq_v, pq_s) = carve.q(p.pq)?;
-                let xin = quant::quantize_rows(Strided { data: x, rows: n, cols: d, row_stride: d, col_stride: 1 }, group, xv, xs);
-                let (src, t) = match kv {
-                    Some((input, m)) => (input, m),
-                    None => (Input::Q(xin), n),
-                };
+                let xin = quant::quantize_rows(
+                    Strided { data: x, rows: n, cols: d, row_stride: d, col_stride: 1 },
+                    group,
+                    xv,
+                    xs,
+                );
+                let image = kv.unwrap_or(Image { input: Input::Q(xin), tokens: n, outliers: &[], outlier_values: &[] });
+                let (src, t) = (image.input, image.tokens);
                 wq.apply(Input::Q(xin), n, q, d);
                 // Keys: all heads quantized row-wise ([H, t, dh]); then values, through the
                 // same f32 buffer, quantized transposed ([H, dh, t]) so p·v is a row product.
                 let kq_stride = dh.div_ceil(group) * group;
                 let vt_stride = t.div_ceil(group) * group;
                 wk.apply(src, t, kbuf, d);
+                wk.add_outlier_columns(&image, kbuf, d);
                 for h in 0..heads {
                     let (ov, os) = (h * t * kq_stride, h * t * kq_stride / group);
                     let src = Strided { data: &kbuf[h * dh..], rows: t, cols: dh, row_stride: d, col_stride: 1 };
                     quant::quantize_rows(src, group, &mut kv_v[ov..], &mut kv_s[os..]);
                 }
                 wv.apply(src, t, kbuf, d);
+                wv.add_outlier_columns(&image, kbuf, d);
                 for h in 0..heads {
                     let (ov, os) = (h * dh * vt_stride, h * dh * vt_stride / group);
                     let src = Strided { data: &kbuf[h * dh..], rows: dh, cols: t, row_stride: 1, col_stride: d };
@@ -422,7 +532,12 @@ impl<'a> Model<'a> {
                     gemm::gemm_q8(&ph, &vh, None, &mut ctx[h * dh..], Shape { m: n, n: dh, k: t, ldo: d });
                 }
                 // The quantized input is dead: the context reuses its buffers.
-                let cin = quant::quantize_rows(Strided { data: ctx, rows: n, cols: d, row_stride: d, col_stride: 1 }, group, xv, xs);
+                let cin = quant::quantize_rows(
+                    Strided { data: ctx, rows: n, cols: d, row_stride: d, col_stride: 1 },
+                    group,
+                    xv,
+                    xs,
+                );
                 wo.apply(Input::Q(cin), n, q, d);
             }
             Precision::F32 | Precision::F16 => {
@@ -431,7 +546,7 @@ impl<'a> Model<'a> {
                 let head_k = carve.f32s(p.head_k)?;
                 let head_vt = carve.f32s(p.head_vt)?;
                 let (src, t) = match kv {
-                    Some((input, m)) => (input, m),
+                    Some(image) => (image.input, image.tokens),
                     None => (Input::F32(x), n),
                 };
                 wq.apply(Input::F32(x), n, q, d);
@@ -473,7 +588,13 @@ impl<'a> Model<'a> {
         up.apply(self.prepare(x, n, d, xv, xs), n, h, i);
         norm::activate_slice(c.activation, h);
         down.apply(self.prepare(h, n, i, hv, hs), n, out, d);
-        norm::add_layernorm(x, Some(out), self.f32s(Role::FfnNormWeight, l)?, self.f32s(Role::FfnNormBias, l)?, c.layer_norm_eps);
+        norm::add_layernorm(
+            x,
+            Some(out),
+            self.f32s(Role::FfnNormWeight, l)?,
+            self.f32s(Role::FfnNormBias, l)?,
+            c.layer_norm_eps,
+        );
         Ok(())
     }
 }

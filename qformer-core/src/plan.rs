@@ -7,7 +7,7 @@
 //! share one region whose size is the largest phase:
 //!
 //! ```text
-//! arena = [ x | image (int8) | region = max(attention phase, feed-forward phase) ]
+//! arena = [ x | image, its outlier columns, a row (int8) | region = max(attention, feed-forward) ]
 //! ```
 //!
 //! The attention phase is planned for `kv = max(N, M)` key/value tokens, so it serves both
@@ -18,6 +18,9 @@
 use crate::blob::{round_up, Precision, ALIGN};
 use crate::config::Config;
 use crate::error::Error;
+
+/// Most image-feature channels the int8 path keeps in f32 (see [`crate::model`]).
+pub const MAX_IMAGE_OUTLIERS: usize = 16;
 
 /// A byte range of the arena (offset from the start of the arena, or of the phase region
 /// for phase buffers).
@@ -104,6 +107,10 @@ pub struct ArenaPlan {
     pub x: Span,
     /// int8: the image features quantized once per image `[M, stride(d_v)]`.
     pub image: QSpan,
+    /// int8: the image's outlier channels kept in f32, `[M, MAX_IMAGE_OUTLIERS]`.
+    pub image_outliers: Span,
+    /// int8: one image row, or the per-channel maxima, `[d_v]` f32.
+    pub image_row: Span,
     /// Start of the phase region.
     pub region: usize,
     /// Attention phase (offsets relative to `region`).
@@ -174,6 +181,8 @@ impl ArenaPlan {
         let mut top = Bump::new();
         let x = top.take(n * d, 4);
         let image = if int8 { top.take_q(m, dv, group) } else { QSpan::EMPTY };
+        let image_outliers = if int8 { top.take(m * MAX_IMAGE_OUTLIERS, 4) } else { Span::EMPTY };
+        let image_row = if int8 { top.take(dv, 4) } else { Span::EMPTY };
         let region = top.at;
 
         let mut a = Bump::new();
@@ -227,7 +236,7 @@ impl ArenaPlan {
             ffn.hq = f.take_q(n, hidden_ff, group);
         }
         ffn.bytes = f.at;
-        sum += ffn.bytes + x.bytes + image.values.bytes + image.scales.bytes;
+        sum += ffn.bytes + x.bytes + image.values.bytes + image.scales.bytes + image_outliers.bytes + image_row.bytes;
 
         let phase = if att.bytes > ffn.bytes { att.bytes } else { ffn.bytes };
         if top.overflow || a.overflow || f.overflow {
@@ -237,7 +246,7 @@ impl ArenaPlan {
             Some(t) => t,
             None => return Err(Error::SizeOverflow),
         };
-        Ok(ArenaPlan { x, image, region, attention: att, ffn, total, sum_of_buffers: sum })
+        Ok(ArenaPlan { x, image, image_outliers, image_row, region, attention: att, ffn, total, sum_of_buffers: sum })
     }
 }
 

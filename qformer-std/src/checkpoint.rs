@@ -74,15 +74,19 @@ impl Checkpoint {
         let (files, default_config) = if path.is_dir() {
             let index = path.join("model.safetensors.index.json");
             let files = if index.is_file() {
-                let text = std::fs::read_to_string(&index).with_context(|| format!("cannot read {}", index.display()))?;
-                let v: Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", index.display()))?;
+                let text =
+                    std::fs::read_to_string(&index).with_context(|| format!("cannot read {}", index.display()))?;
+                let v: Value =
+                    serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", index.display()))?;
                 let map = v
                     .get("weight_map")
                     .and_then(Value::as_object)
                     .ok_or_else(|| anyhow!("{} has no \"weight_map\" object", index.display()))?;
                 let mut files: Vec<PathBuf> = Vec::new();
                 for f in map.values() {
-                    let name = f.as_str().ok_or_else(|| anyhow!("{}: weight_map values must be file names", index.display()))?;
+                    let name = f
+                        .as_str()
+                        .ok_or_else(|| anyhow!("{}: weight_map values must be file names", index.display()))?;
                     let p = path.join(name);
                     if !files.contains(&p) {
                         files.push(p);
@@ -93,10 +97,7 @@ impl Checkpoint {
             } else if path.join("model.safetensors").is_file() {
                 vec![path.join("model.safetensors")]
             } else {
-                bail!(
-                    "{} has neither model.safetensors nor model.safetensors.index.json",
-                    path.display()
-                );
+                bail!("{} has neither model.safetensors nor model.safetensors.index.json", path.display());
             };
             (files, path.join("config.json"))
         } else if path.is_file() {
@@ -133,7 +134,8 @@ impl Checkpoint {
 
     /// Shape and dtype of tensor `name`.
     fn view(&self, name: &str) -> Result<(Vec<usize>, Dtype, &[u8], &Path)> {
-        let &i = self.index.get(name).ok_or_else(|| anyhow!("tensor {name} is missing from {}", self.source.display()))?;
+        let &i =
+            self.index.get(name).ok_or_else(|| anyhow!("tensor {name} is missing from {}", self.source.display()))?;
         let shard = &self.shards[i];
         let st = SafeTensors::deserialize(&shard.map).map_err(|e| anyhow!("{}: {e}", shard.path.display()))?;
         let v = st.tensor(name).map_err(|e| anyhow!("{}: tensor {name}: {e}", shard.path.display()))?;
@@ -190,7 +192,14 @@ const PROJECTIONS: [&str; 5] = ["language_projection", "opt_proj", "t5_proj", "l
 impl Names {
     /// Finds the Q-Former's tensors among `names`.
     pub fn detect<'n>(names: impl Iterator<Item = &'n str> + Clone, source: &Path) -> Result<Names> {
-        let find_suffix = |suffix: &str| names.clone().find(|n| n.ends_with(suffix) && (n.len() == suffix.len() || n[..n.len() - suffix.len()].ends_with('.'))).map(str::to_string);
+        let find_suffix = |suffix: &str| {
+            names
+                .clone()
+                .find(|n| {
+                    n.ends_with(suffix) && (n.len() == suffix.len() || n[..n.len() - suffix.len()].ends_with('.'))
+                })
+                .map(str::to_string)
+        };
         let (naming, probe, suffix) = if let Some(k) = find_suffix(HF_PROBE) {
             (Naming::HuggingFace, k, HF_PROBE)
         } else if let Some(k) = find_suffix(LAVIS_PROBE) {
@@ -205,7 +214,8 @@ impl Names {
         let query_tokens = if names.clone().any(|n| n == "query_tokens") {
             "query_tokens".to_string()
         } else {
-            find_suffix("query_tokens").ok_or_else(|| anyhow!("{}: tensor query_tokens is missing", source.display()))?
+            find_suffix("query_tokens")
+                .ok_or_else(|| anyhow!("{}: tensor query_tokens is missing", source.display()))?
         };
         let has = |n: &str| names.clone().any(|k| k == n);
         let candidates: Vec<String> = match naming {
@@ -213,11 +223,13 @@ impl Names {
             Naming::HuggingFace => vec![format!("{prefix}layernorm"), format!("{prefix}embeddings.layernorm")],
             Naming::Lavis => vec![format!("{prefix}embeddings.LayerNorm")],
         };
-        let input_norm = candidates
-            .iter()
-            .find(|c| has(&format!("{c}.weight")))
-            .cloned()
-            .ok_or_else(|| anyhow!("{}: the Q-Former's input LayerNorm is missing (looked for {}.weight)", source.display(), candidates.join(".weight, ")))?;
+        let input_norm = candidates.iter().find(|c| has(&format!("{c}.weight"))).cloned().ok_or_else(|| {
+            anyhow!(
+                "{}: the Q-Former's input LayerNorm is missing (looked for {}.weight)",
+                source.display(),
+                candidates.join(".weight, ")
+            )
+        })?;
         let projection = PROJECTIONS.iter().find(|p| has(&format!("{p}.weight"))).map(|p| p.to_string());
         Ok(Names { naming, prefix, query_tokens, input_norm, projection })
     }
@@ -250,8 +262,15 @@ impl Names {
 fn config_from_json(v: &Value, path: &Path) -> Result<(Config, Option<u32>)> {
     let (qf, top) = match v.get("qformer_config") {
         Some(q) => (q, Some(v)),
-        None if v.get("hidden_size").is_some() || v.get("model_type").and_then(Value::as_str) == Some("blip_2_qformer") => (v, None),
-        None => bail!("{}: neither a BLIP-2/InstructBLIP config (no \"qformer_config\") nor a Q-Former config", path.display()),
+        None if v.get("hidden_size").is_some()
+            || v.get("model_type").and_then(Value::as_str) == Some("blip_2_qformer") =>
+        {
+            (v, None)
+        }
+        None => bail!(
+            "{}: neither a BLIP-2/InstructBLIP config (no \"qformer_config\") nor a Q-Former config",
+            path.display()
+        ),
     };
     let int = |obj: &Value, key: &str, default: u64| -> Result<u32> {
         match obj.get(key) {
@@ -267,7 +286,10 @@ fn config_from_json(v: &Value, path: &Path) -> Result<(Config, Option<u32>)> {
         "gelu" => Activation::Gelu,
         "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => Activation::GeluTanh,
         "relu" => Activation::Relu,
-        other => bail!("{}: hidden_act \"{other}\" is not supported (gelu, gelu_pytorch_tanh, gelu_new, relu)", path.display()),
+        other => bail!(
+            "{}: hidden_act \"{other}\" is not supported (gelu, gelu_pytorch_tanh, gelu_new, relu)",
+            path.display()
+        ),
     };
     let eps = qf.get("layer_norm_eps").and_then(Value::as_f64).unwrap_or(1e-12) as f32;
     let mut encoder_hidden = int(qf, "encoder_hidden_size", 1408)?;
@@ -280,8 +302,8 @@ fn config_from_json(v: &Value, path: &Path) -> Result<(Config, Option<u32>)> {
             encoder_hidden = int(vc, "hidden_size", 1408)?;
             let image = int(vc, "image_size", 224)?;
             let patch = int(vc, "patch_size", 14)?;
-            if patch > 0 {
-                max_tokens = Some((image / patch) * (image / patch) + 1);
+            if let Some(side) = image.checked_div(patch) {
+                max_tokens = Some(side * side + 1);
             }
         }
     }
@@ -314,11 +336,14 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Weights> {
 /// Loads the Q-Former of an opened checkpoint.
 pub fn load_from(ck: &Checkpoint, opts: &LoadOptions) -> Result<Weights> {
     let names = Names::detect(ck.names(), &ck.source)?;
-    let config_path = ck.config_path.clone().ok_or_else(|| {
-        anyhow!("no config.json beside {}; pass the config file with --config", ck.source.display())
-    })?;
-    let text = std::fs::read_to_string(&config_path).with_context(|| format!("cannot read {}", config_path.display()))?;
-    let json: Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", config_path.display()))?;
+    let config_path = ck
+        .config_path
+        .clone()
+        .ok_or_else(|| anyhow!("no config.json beside {}; pass the config file with --config", ck.source.display()))?;
+    let text =
+        std::fs::read_to_string(&config_path).with_context(|| format!("cannot read {}", config_path.display()))?;
+    let json: Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", config_path.display()))?;
     let (mut config, vision_tokens) = config_from_json(&json, &config_path)?;
 
     // Shapes the config does not carry come from the tensors.
@@ -386,7 +411,8 @@ pub fn load_from(ck: &Checkpoint, opts: &LoadOptions) -> Result<Weights> {
             _ => shape == [r as usize, c as usize],
         };
         if !ok {
-            let want = if r == 1 && role != Role::QueryTokens { vec![c as usize] } else { vec![r as usize, c as usize] };
+            let want =
+                if r == 1 && role != Role::QueryTokens { vec![c as usize] } else { vec![r as usize, c as usize] };
             bail!(
                 "tensor {key} has shape {}, but the config implies {} (hidden_size {}, intermediate_size {}, encoder_hidden_size {}, num_query_tokens {})",
                 fmt_shape(&shape),

@@ -39,7 +39,8 @@ fn images_from(shape: &[usize], data: Vec<f32>, what: &str) -> Result<Images> {
 pub fn read_images(path: &Path) -> Result<Images> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     if path.extension().is_some_and(|e| e == "npy") {
-        let npy = npyz::NpyFile::new(&bytes[..]).with_context(|| format!("{}: not a valid .npy file", path.display()))?;
+        let npy =
+            npyz::NpyFile::new(&bytes[..]).with_context(|| format!("{}: not a valid .npy file", path.display()))?;
         let shape: Vec<usize> = npy.shape().iter().map(|&s| s as usize).collect();
         let data: Vec<f32> = match npy.dtype() {
             npyz::DType::Plain(t) if t.type_char() == npyz::TypeChar::Float && t.size_field() == 4 => {
@@ -55,10 +56,9 @@ pub fn read_images(path: &Path) -> Result<Images> {
         };
         return images_from(&shape, data, &path.display().to_string());
     }
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| anyhow!("{}: not a valid safetensors file: {e}", path.display()))?;
-    let v = st
-        .tensor("image_embeds")
-        .map_err(|_| anyhow!("{}: no tensor named image_embeds", path.display()))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| anyhow!("{}: not a valid safetensors file: {e}", path.display()))?;
+    let v = st.tensor("image_embeds").map_err(|_| anyhow!("{}: no tensor named image_embeds", path.display()))?;
     let data = to_f32(v.data(), v.dtype()).with_context(|| format!("{}: image_embeds", path.display()))?;
     images_from(v.shape(), data, &format!("{}: image_embeds", path.display()))
 }

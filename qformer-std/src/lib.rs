@@ -4,7 +4,7 @@
 //!   f32/f16/bf16) into [`weights::Weights`], touching only the Q-Former tensors.
 //! * [`writer`]: turns [`weights::Weights`] into a blob (f32, fp16 or int8) and writes files
 //!   atomically.
-//! * [`reference`]: an fp32 (f64-accumulating) forward written for clarity, independent of
+//! * [`reference`](mod@reference): an fp32 (f64-accumulating) forward written for clarity, independent of
 //!   the core's kernels.
 //! * [`runtime`]: loads blobs (memory-mapped) and runs batches through `qformer-core`.
 //! * [`io`]: `image_embeds` inputs (safetensors or `.npy`) and `qformer_output` outputs.
@@ -15,6 +15,7 @@ pub mod checkpoint;
 pub mod io;
 pub mod metrics;
 pub mod reference;
+pub mod report;
 pub mod runtime;
 pub mod synth;
 pub mod weights;

@@ -25,5 +25,9 @@ pub fn agreement(got: &[f32], want: &[f32]) -> Agreement {
         sq += e * e;
     }
     let cosine = if ng == 0.0 && nw == 0.0 { 1.0 } else { dot / (ng.sqrt() * nw.sqrt()) };
-    Agreement { cosine: if cosine.is_nan() { 0.0 } else { cosine }, max_abs, rms: (sq / got.len().max(1) as f64).sqrt() }
+    Agreement {
+        cosine: if cosine.is_nan() { 0.0 } else { cosine },
+        max_abs,
+        rms: (sq / got.len().max(1) as f64).sqrt(),
+    }
 }

@@ -82,9 +82,16 @@ pub struct BatchOutput {
 
 /// Runs `batch` images of `m` tokens (`images` is `[batch, m, d_v]`) one after the other
 /// through one arena.
-pub fn run_batch(model: &Model<'_>, images: &[f32], batch: usize, m: usize, capture_layers: bool) -> Result<BatchOutput> {
+pub fn run_batch(
+    model: &Model<'_>,
+    images: &[f32],
+    batch: usize,
+    m: usize,
+    capture_layers: bool,
+) -> Result<BatchOutput> {
     let c = model.config();
-    let (n, d, dv, p) = (c.num_queries as usize, c.hidden as usize, c.encoder_hidden as usize, c.projection_dim as usize);
+    let (n, d, dv, p) =
+        (c.num_queries as usize, c.hidden as usize, c.encoder_hidden as usize, c.projection_dim as usize);
     anyhow::ensure!(
         images.len() == batch * m * dv,
         "image_embeds has {} values, expected {batch} x {m} x {dv}",
@@ -94,7 +101,11 @@ pub fn run_batch(model: &Model<'_>, images: &[f32], batch: usize, m: usize, capt
     let mut out = BatchOutput {
         output: vec![0.0; batch * n * d],
         projected: (p > 0).then(|| vec![0.0; batch * n * p]),
-        hidden_states: if capture_layers { vec![vec![0.0; batch * n * d]; c.num_layers as usize + 1] } else { Vec::new() },
+        hidden_states: if capture_layers {
+            vec![vec![0.0; batch * n * d]; c.num_layers as usize + 1]
+        } else {
+            Vec::new()
+        },
     };
     for b in 0..batch {
         let image = &images[b * m * dv..(b + 1) * m * dv];

@@ -51,7 +51,13 @@ impl Weights {
                 bail!("tensor {i} is {} but should be {}", hf_name(t.role, t.layer), hf_name(role, layer));
             }
             if (t.rows, t.cols) != (r as usize, c as usize) || t.data.len() != t.rows * t.cols {
-                bail!("{} has shape [{}, {}] ({} values), expected [{r}, {c}]", hf_name(role, layer), t.rows, t.cols, t.data.len());
+                bail!(
+                    "{} has shape [{}, {}] ({} values), expected [{r}, {c}]",
+                    hf_name(role, layer),
+                    t.rows,
+                    t.cols,
+                    t.data.len()
+                );
             }
         }
         Ok(Weights { config, tensors })
@@ -72,4 +78,51 @@ impl Weights {
     pub fn parameters(&self) -> usize {
         self.tensors.iter().map(|t| t.data.len()).sum()
     }
+}
+
+/// Writes `w` as a Hugging Face BLIP-2 checkpoint directory: `config.json` (a
+/// `Blip2Config` with the fields this project reads) and `model.safetensors` with
+/// Hugging Face key names, so `quantize` and `verify` read it like a downloaded one.
+/// `max_image_tokens - 1` must be a square (the vision encoder's patch grid).
+pub fn save_hf_checkpoint(w: &Weights, dir: &std::path::Path) -> Result<()> {
+    use anyhow::Context;
+    let c = &w.config;
+    let grid = ((c.max_image_tokens - 1) as f64).sqrt().round() as u32;
+    if grid * grid + 1 != c.max_image_tokens {
+        bail!("max_image_tokens {} is not a square patch grid plus one", c.max_image_tokens);
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let config = serde_json::json!({
+        "architectures": ["Blip2ForConditionalGeneration"],
+        "model_type": "blip-2",
+        "num_query_tokens": c.num_queries,
+        "qformer_config": {
+            "model_type": "blip_2_qformer",
+            "hidden_size": c.hidden,
+            "num_hidden_layers": c.num_layers,
+            "num_attention_heads": c.num_heads,
+            "intermediate_size": c.intermediate,
+            "hidden_act": c.activation.name(),
+            "layer_norm_eps": c.layer_norm_eps,
+            "cross_attention_frequency": c.cross_attention_frequency,
+            "encoder_hidden_size": c.encoder_hidden,
+        },
+        "vision_config": { "hidden_size": c.encoder_hidden, "image_size": grid * 14, "patch_size": 14 },
+        "text_config": { "hidden_size": if c.projection_dim > 0 { c.projection_dim } else { 2560 } },
+    });
+    let text = serde_json::to_string_pretty(&config).context("encode config")?;
+    crate::write_atomic(&dir.join("config.json"), text.as_bytes())?;
+    let names: Vec<String> = w.tensors.iter().map(|t| hf_name(t.role, t.layer)).collect();
+    let shapes: Vec<Vec<usize>> = w
+        .tensors
+        .iter()
+        .map(|t| match t.role {
+            Role::QueryTokens => vec![1, t.rows, t.cols],
+            _ if t.rows == 1 => vec![t.cols],
+            _ => vec![t.rows, t.cols],
+        })
+        .collect();
+    let list: Vec<(&str, Vec<usize>, &[f32])> =
+        w.tensors.iter().enumerate().map(|(i, t)| (names[i].as_str(), shapes[i].clone(), t.data.as_slice())).collect();
+    crate::io::write_tensors(&dir.join("model.safetensors"), &list)
 }

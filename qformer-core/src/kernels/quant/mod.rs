@@ -28,10 +28,5 @@ pub fn quantize_rows<'a>(src: Strided<'_>, group: usize, values: &'a mut [i8], s
     let stride = src.cols.div_ceil(group) * group;
     debug_assert!(values.len() >= src.rows * stride && scales.len() >= src.rows * stride / group);
     scalar::quantize_rows(src, group, stride, values, scales);
-    QRows {
-        values: &values[..src.rows * stride],
-        scales: &scales[..src.rows * stride / group],
-        stride,
-        group,
-    }
+    QRows { values: &values[..src.rows * stride], scales: &scales[..src.rows * stride / group], stride, group }
 }

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs every check and test of the project: the README's test command, and what .ci/run runs.
+# Installs what it needs on a fresh Debian machine (run as root, or have the packages).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# Debian's Rust toolchain ships the standard library sources, which `-Zbuild-std` needs to
+# check (and later build) the bare-metal ARM targets; rustup cannot download targets here.
+# See ../shared/notes/cross-targets.md (copied into docs/CROSS.md).
+APT_PACKAGES=(rustc-web cargo-web rust-web-src gcc-arm-none-eabi gcc-aarch64-linux-gnu libc6-dev-arm64-cross
+  qemu-system-arm qemu-user)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if ((${#missing[@]})); then
+  step "installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+step "rustfmt"
+cargo fmt --all --check
+
+step "clippy"
+cargo clippy --workspace --all-targets --release -- -D warnings
+
+step "rustdoc"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+
+step "qformer-core is no_std without alloc: cargo check for the bare-metal targets"
+for target in thumbv7em-none-eabihf thumbv8m.main-none-eabihf aarch64-unknown-none; do
+  RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc /usr/bin/cargo check --quiet -p qformer-core --target "$target" \
+    -Zbuild-std=core --target-dir target/cross
+  echo "ok: $target"
+done
+
+step "tests (host)"
+cargo test --workspace --release
