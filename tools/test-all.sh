@@ -37,3 +37,13 @@ done
 
 step "tests (host)"
 cargo test --workspace --release
+
+step "qformer-core on aarch64 under qemu-aarch64: Cortex-A72 (Pi 4, base NEON), Cortex-A76 (Pi 5, dotprod), max (i8mm)"
+export RUSTC_BOOTSTRAP=1
+for cpu in cortex-a72 cortex-a76 max; do
+  echo "-- cpu $cpu"
+  CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu $cpu" \
+    RUSTC=/usr/bin/rustc /usr/bin/cargo test --release -p qformer-core --lib -Zbuild-std=std,panic_abort,test \
+    --target aarch64-unknown-linux-gnu --target-dir target/cross -- --nocapture 2>&1 | grep -vE '^\s+(Compiling|Finished|Running)'
+  test "${PIPESTATUS[0]}" -eq 0
+done

@@ -21,6 +21,9 @@
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+#[cfg(test)]
+extern crate std;
+
 #[cfg(target_endian = "big")]
 compile_error!("qformer-core reads little-endian blobs in place and supports little-endian targets only");
 
@@ -37,3 +40,6 @@ pub use config::{Activation, Config};
 pub use error::Error;
 pub use model::{LayerObserver, Model};
 pub use plan::{arena_bytes, AlignedArena, ArenaPlan};
+
+#[cfg(test)]
+mod tests;

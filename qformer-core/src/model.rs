@@ -8,7 +8,7 @@ use crate::error::{Buffer, Error, TensorProblem};
 use crate::kernels::gemm::{self, Shape};
 use crate::kernels::norm;
 use crate::kernels::quant::{self, Strided};
-use crate::kernels::QRows;
+use crate::kernels::{Kernels, QRows};
 use crate::plan::{ArenaPlan, QSpan, Span, MAX_IMAGE_OUTLIERS};
 
 /// int8 path: an image-feature channel whose largest magnitude over the image's tokens
@@ -58,12 +58,12 @@ enum Input<'s> {
 
 impl Linear<'_> {
     /// `out[r * ldo + j] = (input · Wᵀ)[r, j] + b[j]` for `rows` rows.
-    fn apply(&self, input: Input<'_>, rows: usize, out: &mut [f32], ldo: usize) {
+    fn apply(&self, kernels: &Kernels, input: Input<'_>, rows: usize, out: &mut [f32], ldo: usize) {
         let s = Shape { m: rows, n: self.n, k: self.k, ldo };
         match (self.w, input) {
             (Weights::F32(w), Input::F32(a)) => gemm::gemm_f32(a, w, Some(self.b), out, s),
             (Weights::F16(w), Input::F32(a)) => gemm::gemm_f16(a, w, Some(self.b), out, s),
-            (Weights::I8(w), Input::Q(a)) => gemm::gemm_q8(&a, &w, Some(self.b), out, s),
+            (Weights::I8(w), Input::Q(a)) => kernels.q8.run(&a, &w, Some(self.b), out, s),
             // The model validates at load that every matrix has its precision's dtype, and
             // the forward quantizes exactly the inputs of int8 layers.
             _ => debug_assert!(false, "weight dtype and input form disagree"),
@@ -180,6 +180,7 @@ pub struct Model<'a> {
     config: Config,
     precision: Precision,
     plan: ArenaPlan,
+    kernels: Kernels,
 }
 
 /// The two attention blocks of a layer.
@@ -243,7 +244,19 @@ impl<'a> Model<'a> {
             }
         }
         let plan = ArenaPlan::new(&config, precision, header.group_size as usize)?;
-        Ok(Model { blob, header, config, precision, plan })
+        Ok(Model { blob, header, config, precision, plan, kernels: Kernels::COMPILED })
+    }
+
+    /// The same model running with `kernels` (e.g. variants detected at run time). Every
+    /// variant gives bit-identical int8 results.
+    pub fn with_kernels(mut self, kernels: Kernels) -> Self {
+        self.kernels = kernels;
+        self
+    }
+
+    /// The kernels this model runs with.
+    pub fn kernels(&self) -> &Kernels {
+        &self.kernels
     }
 
     /// The model config.
@@ -423,7 +436,7 @@ impl<'a> Model<'a> {
             let mut carve = Carve::new(region);
             let (xv, xs) = carve.q(self.plan.ffn.xq)?;
             let input = self.prepare(x, n, d, xv, xs);
-            proj.apply(input, n, p, proj.n);
+            proj.apply(&self.kernels, input, n, p, proj.n);
         }
         Ok(())
     }
@@ -483,19 +496,19 @@ impl<'a> Model<'a> {
                 );
                 let image = kv.unwrap_or(Image { input: Input::Q(xin), tokens: n, outliers: &[], outlier_values: &[] });
                 let (src, t) = (image.input, image.tokens);
-                wq.apply(Input::Q(xin), n, q, d);
+                wq.apply(&self.kernels, Input::Q(xin), n, q, d);
                 // Keys: all heads quantized row-wise ([H, t, dh]); then values, through the
                 // same f32 buffer, quantized transposed ([H, dh, t]) so p·v is a row product.
                 let kq_stride = dh.div_ceil(group) * group;
                 let vt_stride = t.div_ceil(group) * group;
-                wk.apply(src, t, kbuf, d);
+                wk.apply(&self.kernels, src, t, kbuf, d);
                 wk.add_outlier_columns(&image, kbuf, d);
                 for h in 0..heads {
                     let (ov, os) = (h * t * kq_stride, h * t * kq_stride / group);
                     let src = Strided { data: &kbuf[h * dh..], rows: t, cols: dh, row_stride: d, col_stride: 1 };
                     quant::quantize_rows(src, group, &mut kv_v[ov..], &mut kv_s[os..]);
                 }
-                wv.apply(src, t, kbuf, d);
+                wv.apply(&self.kernels, src, t, kbuf, d);
                 wv.add_outlier_columns(&image, kbuf, d);
                 for h in 0..heads {
                     let (ov, os) = (h * dh * vt_stride, h * dh * vt_stride / group);
@@ -515,7 +528,7 @@ impl<'a> Model<'a> {
                         stride: kq_stride,
                         group,
                     };
-                    gemm::gemm_q8(&qh, &kh, None, scores, Shape::new(n, t, dh));
+                    self.kernels.q8.run(&qh, &kh, None, scores, Shape::new(n, t, dh));
                     norm::softmax_rows(&mut scores[..n * t], t, scale);
                     let ph = quant::quantize_rows(
                         Strided { data: scores, rows: n, cols: t, row_stride: t, col_stride: 1 },
@@ -529,7 +542,7 @@ impl<'a> Model<'a> {
                         stride: vt_stride,
                         group,
                     };
-                    gemm::gemm_q8(&ph, &vh, None, &mut ctx[h * dh..], Shape { m: n, n: dh, k: t, ldo: d });
+                    self.kernels.q8.run(&ph, &vh, None, &mut ctx[h * dh..], Shape { m: n, n: dh, k: t, ldo: d });
                 }
                 // The quantized input is dead: the context reuses its buffers.
                 let cin = quant::quantize_rows(
@@ -538,7 +551,7 @@ impl<'a> Model<'a> {
                     xv,
                     xs,
                 );
-                wo.apply(Input::Q(cin), n, q, d);
+                wo.apply(&self.kernels, Input::Q(cin), n, q, d);
             }
             Precision::F32 | Precision::F16 => {
                 let vbuf = carve.f32s(p.v)?;
@@ -549,9 +562,9 @@ impl<'a> Model<'a> {
                     Some(image) => (image.input, image.tokens),
                     None => (Input::F32(x), n),
                 };
-                wq.apply(Input::F32(x), n, q, d);
-                wk.apply(src, t, kbuf, d);
-                wv.apply(src, t, vbuf, d);
+                wq.apply(&self.kernels, Input::F32(x), n, q, d);
+                wk.apply(&self.kernels, src, t, kbuf, d);
+                wv.apply(&self.kernels, src, t, vbuf, d);
                 for h in 0..heads {
                     for r in 0..n {
                         head_q[r * dh..(r + 1) * dh].copy_from_slice(&q[r * d + h * dh..r * d + (h + 1) * dh]);
@@ -566,7 +579,7 @@ impl<'a> Model<'a> {
                     norm::softmax_rows(&mut scores[..n * t], t, scale);
                     gemm::gemm_f32(scores, head_vt, None, &mut ctx[h * dh..], Shape { m: n, n: dh, k: t, ldo: d });
                 }
-                wo.apply(Input::F32(ctx), n, q, d);
+                wo.apply(&self.kernels, Input::F32(ctx), n, q, d);
             }
         }
         norm::add_layernorm(x, Some(q), gain, bias, c.layer_norm_eps);
@@ -585,9 +598,9 @@ impl<'a> Model<'a> {
         let out = carve.f32s(p.out)?;
         let (xv, xs) = carve.q(p.xq)?;
         let (hv, hs) = carve.q(p.hq)?;
-        up.apply(self.prepare(x, n, d, xv, xs), n, h, i);
+        up.apply(&self.kernels, self.prepare(x, n, d, xv, xs), n, h, i);
         norm::activate_slice(c.activation, h);
-        down.apply(self.prepare(h, n, i, hv, hs), n, out, d);
+        down.apply(&self.kernels, self.prepare(h, n, i, hv, hs), n, out, d);
         norm::add_layernorm(
             x,
             Some(out),

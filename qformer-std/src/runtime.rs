@@ -123,3 +123,26 @@ pub fn run_batch(
     }
     Ok(out)
 }
+
+/// The best kernels for this CPU, detected at run time (the no_std core can only use what
+/// is enabled at compile time).
+pub fn detect_kernels() -> qformer_core::kernels::Kernels {
+    #[allow(unused_mut)]
+    let mut k = qformer_core::kernels::Kernels::COMPILED;
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was just detected on this CPU.
+        k.q8 = unsafe { qformer_core::kernels::gemm::x86::avx2_unchecked() };
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if std::arch::is_aarch64_feature_detected!("i8mm") {
+            // SAFETY: i8mm was just detected on this CPU.
+            k.q8 = unsafe { qformer_core::kernels::gemm::neon::i8mm_unchecked() };
+        } else if std::arch::is_aarch64_feature_detected!("dotprod") {
+            // SAFETY: dotprod was just detected on this CPU.
+            k.q8 = unsafe { qformer_core::kernels::gemm::neon::sdot_unchecked() };
+        }
+    }
+    k
+}

@@ -13,6 +13,22 @@
 pub mod gemm;
 pub mod norm;
 pub mod quant;
+pub mod testing;
+
+/// The kernel variants a [`crate::Model`] runs with. [`Kernels::COMPILED`] holds the best
+/// variants enabled at compile time; `qformer-std` builds better ones after detecting the CPU.
+#[derive(Clone, Copy, Debug)]
+pub struct Kernels {
+    /// The int8 GEMM.
+    pub q8: gemm::Q8Gemm,
+}
+
+impl Kernels {
+    /// Portable scalar kernels only.
+    pub const SCALAR: Kernels = Kernels { q8: gemm::Q8Gemm::SCALAR };
+    /// The best variants whose CPU features are enabled at compile time.
+    pub const COMPILED: Kernels = Kernels { q8: gemm::Q8Gemm::COMPILED };
+}
 
 /// A row-quantized int8 matrix: `rows` rows of `stride` values (columns beyond the logical
 /// width are zero), with one f32 scale per `group` consecutive values of a row.

@@ -12,7 +12,7 @@ use qformer_core::{Model, Precision};
 use qformer_std::checkpoint::{self, LoadOptions};
 use qformer_std::io::{read_images, write_tensors, Images};
 use qformer_std::metrics::{agreement, Agreement};
-use qformer_std::runtime::{run_batch, BlobBytes};
+use qformer_std::runtime::{detect_kernels, run_batch, BlobBytes};
 use qformer_std::writer::{build_blob, BlobOptions};
 use qformer_std::{reference, report, synth};
 
@@ -113,7 +113,7 @@ fn main() -> ExitCode {
 }
 
 fn open_model<'a>(blob: &'a BlobBytes, path: &Path) -> Result<Model<'a>> {
-    Model::from_blob(blob.bytes()).with_context(|| format!("{}", path.display()))
+    Ok(Model::from_blob(blob.bytes()).with_context(|| format!("{}", path.display()))?.with_kernels(detect_kernels()))
 }
 
 fn check_input(model: &Model<'_>, images: &Images, path: &Path) -> Result<()> {
@@ -251,7 +251,7 @@ fn demo() -> Result<()> {
     for precision in [Precision::F32, Precision::F16, Precision::Int8] {
         let bytes = build_blob(&weights, BlobOptions::new(precision), || {})?;
         let blob = BlobBytes::copy(&bytes);
-        let model = Model::from_blob(blob.bytes())?;
+        let model = Model::from_blob(blob.bytes())?.with_kernels(detect_kernels());
         let mut times = Vec::new();
         let mut out = None;
         for _ in 0..5 {
@@ -271,6 +271,6 @@ fn demo() -> Result<()> {
             a.max_abs
         );
     }
-    println!("\n(cosine and max abs error of qformer_output against the fp32 reference; time: median of 5 runs, one thread, scalar kernels)");
+    println!("\n(cosine and max abs error of qformer_output against the fp32 reference; time: median of 5 runs, one thread; int8 GEMM: {})", detect_kernels().q8.name());
     Ok(())
 }

@@ -13,7 +13,11 @@ use half::f16;
 
 use super::QRows;
 
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+pub mod neon;
 pub mod scalar;
+#[cfg(target_arch = "x86_64")]
+pub mod x86;
 
 /// Sizes of one product: `out` has `m` rows of `ldo >= n` values, of which the first `n` are
 /// written; `k` is the reduction length (for int8 it is implied by the operands' stride).
@@ -43,8 +47,80 @@ impl Shape {
     }
 }
 
-/// Name of the int8 GEMM variant this build runs.
-pub const Q8_KERNEL: &str = scalar::NAME_Q8;
+/// Signature of an int8 GEMM variant (see [`gemm_q8`] for the contract).
+pub type Q8Fn = fn(&QRows<'_>, &QRows<'_>, Option<&[f32]>, &mut [f32], Shape);
+
+/// One implementation of the int8 GEMM: a name (`isa_op_types_tile`) and its function.
+/// Every variant computes bit-for-bit what [`scalar::gemm_q8`] computes.
+#[derive(Clone, Copy, Debug)]
+pub struct Q8Gemm {
+    name: &'static str,
+    run: Q8Fn,
+}
+
+impl Q8Gemm {
+    /// The portable reference.
+    pub const SCALAR: Q8Gemm = Q8Gemm { name: scalar::NAME_Q8, run: scalar::gemm_q8 };
+
+    /// The best variant whose CPU features are enabled at compile time: an ordered `cfg`
+    /// chain ending in scalar. The no_std core uses it; `qformer-std` may pick a better one
+    /// at run time.
+    pub const COMPILED: Q8Gemm = compiled_q8();
+
+    /// A variant from its parts. Only the ISA modules of this crate build variants, and only
+    /// for functions that are safe to call on every CPU that can obtain the value.
+    pub(crate) const fn new(name: &'static str, run: Q8Fn) -> Q8Gemm {
+        Q8Gemm { name, run }
+    }
+
+    /// The variant's name, e.g. `neon_gemm_q8_sdot_4x4`.
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Runs the variant; see [`gemm_q8`].
+    pub fn run(&self, a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
+        check_q8(a, w, bias, out, s);
+        (self.run)(a, w, bias, out, s)
+    }
+}
+
+/// Panics unless the operands fit the contract: kernels index within these bounds only.
+fn check_q8(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &[f32], s: Shape) {
+    assert!(a.group > 0 && a.stride == w.stride && a.group == w.group && a.stride % a.group == 0);
+    assert!(a.values.len() >= s.m * a.stride && w.values.len() >= s.n * w.stride);
+    assert!(a.scales.len() >= s.m * (a.stride / a.group) && w.scales.len() >= s.n * (w.stride / w.group));
+    assert!(bias.is_none_or(|b| b.len() >= s.n) && s.ldo >= s.n && out.len() >= s.out_len());
+}
+
+const fn compiled_q8() -> Q8Gemm {
+    #[cfg(all(target_arch = "aarch64", target_feature = "i8mm"))]
+    return neon::I8MM;
+    #[cfg(all(target_arch = "aarch64", target_feature = "dotprod", not(target_feature = "i8mm")))]
+    return neon::SDOT;
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon", not(target_feature = "dotprod")))]
+    return neon::BASE;
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+    return x86::AVX2;
+    #[allow(unreachable_code)]
+    Q8Gemm::SCALAR
+}
+
+/// Every variant compiled into this build, the scalar one first. Variants whose CPU
+/// feature is not enabled at compile time are listed by [`Q8Gemm::available`].
+pub fn compiled_variants() -> &'static [Q8Gemm] {
+    &[
+        Q8Gemm::SCALAR,
+        #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+        neon::BASE,
+        #[cfg(all(target_arch = "aarch64", target_feature = "dotprod"))]
+        neon::SDOT,
+        #[cfg(all(target_arch = "aarch64", target_feature = "i8mm"))]
+        neon::I8MM,
+        #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+        x86::AVX2,
+    ]
+}
 
 /// f32 × f32.
 pub fn gemm_f32(a: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
@@ -61,8 +137,5 @@ pub fn gemm_f16(a: &[f32], w: &[f16], bias: Option<&[f32]>, out: &mut [f32], s: 
 /// int8 × int8 with group-wise scales; `a` has `s.m` rows, `w` has `s.n`, both the same
 /// stride and group (`s.k` is ignored).
 pub fn gemm_q8(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
-    debug_assert!(a.stride == w.stride && a.group == w.group && a.stride % a.group == 0);
-    debug_assert!(a.values.len() >= s.m * a.stride && w.values.len() >= s.n * w.stride);
-    debug_assert!(out.len() >= s.out_len());
-    scalar::gemm_q8(a, w, bias, out, s)
+    Q8Gemm::COMPILED.run(a, w, bias, out, s)
 }

@@ -66,13 +66,26 @@ pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
 
 /// See [`super::gemm_q8`].
 pub fn gemm_q8(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
-    let Shape { m, n, ldo, .. } = s;
+    gemm_q8_block(a, w, bias, out, s, 0..s.m, 0..s.n);
+}
+
+/// [`gemm_q8`] on the output block `rows x cols`: the reference, and the ragged-tail helper
+/// of every SIMD variant (which compute whole tiles and leave the rest to this).
+pub fn gemm_q8_block(
+    a: &QRows<'_>,
+    w: &QRows<'_>,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    s: Shape,
+    rows: core::ops::Range<usize>,
+    cols: core::ops::Range<usize>,
+) {
     let (stride, group) = (a.stride, a.group);
     let groups = stride / group;
-    for i in 0..m {
+    for i in rows {
         let ar = &a.values[i * stride..(i + 1) * stride];
         let asc = &a.scales[i * groups..(i + 1) * groups];
-        for j in 0..n {
+        for j in cols.clone() {
             let wr = &w.values[j * stride..(j + 1) * stride];
             let wsc = &w.scales[j * groups..(j + 1) * groups];
             let mut acc = 0f32;
@@ -80,7 +93,7 @@ pub fn gemm_q8(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f3
                 let d = dot_i8(&ar[g * group..(g + 1) * group], &wr[g * group..(g + 1) * group]);
                 acc += (asc[g] * wsc[g]) * d as f32;
             }
-            out[i * ldo + j] = acc + bias.map_or(0.0, |b| b[j]);
+            out[i * s.ldo + j] = acc + bias.map_or(0.0, |b| b[j]);
         }
     }
 }

@@ -1,0 +1,101 @@
+//! x86_64 AVX2 int8 GEMM: 1 row x 8 columns per tile, 32 bytes per step.
+//!
+//! AVX2 has no signed x signed byte multiply-add, so each step uses the usual identity
+//! `a·w = |w|·(a·sign(w))` with `vpmaddubsw` (u8 x i8 -> i16 pairs): `|w|` as u8 is exact
+//! for every i8 (|-128| = 128), and `a·sign(w)` is exact because the activation operand never
+//! holds -128 (the kernel contract). A pair sums to at most 2·128·127 = 32512, inside i16.
+//! Groups that are not a multiple of 32 bytes go to the scalar kernel.
+
+use core::arch::x86_64::*;
+
+use super::{scalar, Q8Gemm, Shape};
+use crate::kernels::QRows;
+
+/// The AVX2 variant, when AVX2 is enabled at compile time.
+#[cfg(target_feature = "avx2")]
+pub const AVX2: Q8Gemm = Q8Gemm::new(NAME, gemm_q8_avx2);
+
+const NAME: &str = "avx2_gemm_q8_1x8";
+
+/// The AVX2 variant on a CPU known at run time to have AVX2.
+///
+/// # Safety
+/// The CPU running the returned kernel must support AVX2.
+pub unsafe fn avx2_unchecked() -> Q8Gemm {
+    Q8Gemm::new(NAME, gemm_q8_avx2)
+}
+
+fn gemm_q8_avx2(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
+    if a.group % 32 != 0 {
+        return scalar::gemm_q8(a, w, bias, out, s);
+    }
+    // SAFETY: reachable only through `AVX2` (AVX2 enabled at compile time) or
+    // `avx2_unchecked` (whose caller guarantees AVX2); `Q8Gemm::run` checked the operand
+    // bounds the kernel relies on.
+    unsafe { kernel(a, w, bias, out, s) }
+}
+
+/// Exact dots of one 32-byte chunk for 8 columns, added to `acc[c]` as 8 i32 lanes each.
+#[target_feature(enable = "avx2")]
+unsafe fn step(x: __m256i, wp: [*const i8; 8], k: usize, acc: &mut [__m256i; 8]) {
+    let ones = _mm256_set1_epi16(1);
+    for c in 0..8 {
+        // SAFETY: the caller guarantees `wp[c].add(k)` has 32 readable bytes.
+        let y = unsafe { _mm256_loadu_si256(wp[c].add(k) as *const __m256i) };
+        let p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(y, y), _mm256_sign_epi8(x, y));
+        acc[c] = _mm256_add_epi32(acc[c], _mm256_madd_epi16(p16, ones));
+    }
+}
+
+/// Horizontal sums of 8 vectors of 8 i32: lane c = sum of `v[c]`.
+#[target_feature(enable = "avx2")]
+unsafe fn reduce8(v: &[__m256i; 8]) -> __m256i {
+    let a = _mm256_hadd_epi32(v[0], v[1]);
+    let b = _mm256_hadd_epi32(v[2], v[3]);
+    let c = _mm256_hadd_epi32(v[4], v[5]);
+    let d = _mm256_hadd_epi32(v[6], v[7]);
+    let ab = _mm256_hadd_epi32(a, b); // [v0 v1 v2 v3 | v0 v1 v2 v3] (low, high halves)
+    let cd = _mm256_hadd_epi32(c, d);
+    let lo = _mm256_permute2x128_si256(ab, cd, 0x20);
+    let hi = _mm256_permute2x128_si256(ab, cd, 0x31);
+    _mm256_add_epi32(lo, hi)
+}
+
+#[target_feature(enable = "avx2")]
+unsafe fn kernel(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
+    let (stride, group) = (a.stride, a.group);
+    let groups = stride / group;
+    let n8 = s.n / 8 * 8;
+    for i in 0..s.m {
+        let ar = &a.values[i * stride..(i + 1) * stride];
+        for j in (0..n8).step_by(8) {
+            let wp: [*const i8; 8] = core::array::from_fn(|c| w.values[(j + c) * stride..].as_ptr());
+            let mut facc = _mm256_setzero_ps();
+            for g in 0..groups {
+                let mut acc = [_mm256_setzero_si256(); 8];
+                for k in (g * group..(g + 1) * group).step_by(32) {
+                    // SAFETY: `k + 32 <= stride`: rows `j..j + 8` of `w` and row `i` of `a`
+                    // hold `stride` bytes each (checked by `Q8Gemm::run`).
+                    unsafe {
+                        let x = _mm256_loadu_si256(ar.as_ptr().add(k) as *const __m256i);
+                        step(x, wp, k, &mut acc);
+                    }
+                }
+                // SAFETY: AVX2 is enabled for this function.
+                let dots = unsafe { reduce8(&acc) };
+                let sw: [f32; 8] = core::array::from_fn(|c| w.scales[(j + c) * groups + g]);
+                // SAFETY: `sw` holds 8 f32.
+                let scale =
+                    _mm256_mul_ps(_mm256_set1_ps(a.scales[i * groups + g]), unsafe { _mm256_loadu_ps(sw.as_ptr()) });
+                facc = _mm256_add_ps(facc, _mm256_mul_ps(scale, _mm256_cvtepi32_ps(dots)));
+            }
+            let mut v = [0f32; 8];
+            // SAFETY: `v` holds 8 f32.
+            unsafe { _mm256_storeu_ps(v.as_mut_ptr(), facc) };
+            for (c, x) in v.iter().enumerate() {
+                out[i * s.ldo + j + c] = x + bias.map_or(0.0, |b| b[j + c]);
+            }
+        }
+    }
+    scalar::gemm_q8_block(a, w, bias, out, s, 0..s.m, n8..s.n);
+}

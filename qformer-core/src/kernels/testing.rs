@@ -1,0 +1,143 @@
+//! Sweeps that compare every kernel variant with its scalar twin over many shapes: the one
+//! test body shared by the host tests (`cargo test`, also under `qemu-aarch64`) and the
+//! bare-metal harness (`firmware/kernel-tests`, under `qemu-system-arm`). no_std, no alloc:
+//! the caller lends the scratch memory.
+
+use super::gemm::{Q8Gemm, Shape};
+use super::QRows;
+
+/// `(m, n, stride, group)` shapes of the int8 GEMM sweep: empty, single, odd, tile and
+/// tile + 1 sizes for every variant's tiles (1x4, 2x4, 1x8, Helium/DSP tiles), group sizes
+/// 16/32/64, and BLIP-2's reduction lengths 768, 1408 and 3072.
+pub const Q8_SHAPES: [(usize, usize, usize, usize); 16] = [
+    (0, 0, 32, 32),
+    (0, 5, 32, 32),
+    (3, 0, 32, 32),
+    (1, 1, 16, 16),
+    (1, 1, 32, 32),
+    (2, 4, 32, 32),
+    (3, 5, 48, 16),
+    (4, 8, 64, 32),
+    (5, 9, 96, 32),
+    (3, 17, 128, 64),
+    (1, 33, 32, 32),
+    (7, 3, 160, 32),
+    (2, 9, 768, 32),
+    (3, 5, 1408, 32),
+    (2, 4, 3072, 32),
+    (9, 13, 64, 16),
+];
+
+/// Scratch bytes [`q8_sweep`] needs for `shapes`.
+pub const fn q8_scratch_bytes(shapes: &[(usize, usize, usize, usize)]) -> usize {
+    let mut max = 0;
+    let mut i = 0;
+    while i < shapes.len() {
+        let (m, n, stride, group) = shapes[i];
+        // a, w values; a, w scales; bias; two outputs with ldo = n + 3; 16-byte padding each.
+        let bytes = m * stride + n * stride + 4 * (m + n) * (stride / group) + 4 * n + 2 * 4 * m * (n + 3) + 7 * 16;
+        if bytes > max {
+            max = bytes;
+        }
+        i += 1;
+    }
+    max
+}
+
+/// The first difference between a variant and scalar.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mismatch {
+    /// Variant name.
+    pub variant: &'static str,
+    /// `(m, n, stride, group)`.
+    pub shape: (usize, usize, usize, usize),
+    /// Output row and column.
+    pub at: (usize, usize),
+    /// Bits of the variant's value.
+    pub got: u32,
+    /// Bits of the scalar value.
+    pub want: u32,
+}
+
+/// xorshift32: deterministic test data on every target.
+struct Rng(u32);
+
+impl Rng {
+    fn next(&mut self) -> u32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 17;
+        self.0 ^= self.0 << 5;
+        self.0
+    }
+    fn i8_in(&mut self, lo: i32, hi: i32) -> i8 {
+        (lo + (self.next() % (hi - lo + 1) as u32) as i32) as i8
+    }
+    fn scale(&mut self) -> f32 {
+        (self.next() >> 8) as f32 / (1u32 << 24) as f32 + 1e-3
+    }
+}
+
+fn take<'a>(rest: &mut &'a mut [u8], bytes: usize) -> &'a mut [u8] {
+    let pad = rest.as_ptr().align_offset(16).min(rest.len());
+    let r = core::mem::take(rest);
+    let (_, r) = r.split_at_mut(pad);
+    let (mine, r) = r.split_at_mut(bytes);
+    *rest = r;
+    mine
+}
+
+/// Runs `variant` and [`Q8Gemm::SCALAR`] on every shape with random operands (activations
+/// in -127..=127, weights over all of i8 with -128 and 127 present, biases on odd shapes, an
+/// output row stride wider than `n`) and compares the f32 outputs bit for bit. Returns the
+/// number of shapes checked. Panics if `scratch` is smaller than [`q8_scratch_bytes`].
+pub fn q8_sweep(
+    variant: Q8Gemm,
+    shapes: &[(usize, usize, usize, usize)],
+    scratch: &mut [u8],
+) -> Result<usize, Mismatch> {
+    let mut rng = Rng(0x1234_5678);
+    for (case, &(m, n, stride, group)) in shapes.iter().enumerate() {
+        let groups = stride / group;
+        let ldo = n + 3;
+        let mut rest: &mut [u8] = scratch;
+        let av: &mut [i8] = bytemuck::cast_slice_mut(take(&mut rest, m * stride));
+        let wv: &mut [i8] = bytemuck::cast_slice_mut(take(&mut rest, n * stride));
+        let asc: &mut [f32] = bytemuck::cast_slice_mut(take(&mut rest, 4 * m * groups));
+        let wsc: &mut [f32] = bytemuck::cast_slice_mut(take(&mut rest, 4 * n * groups));
+        let bias: &mut [f32] = bytemuck::cast_slice_mut(take(&mut rest, 4 * n));
+        let got: &mut [f32] = bytemuck::cast_slice_mut(take(&mut rest, 4 * m * ldo));
+        let want: &mut [f32] = bytemuck::cast_slice_mut(take(&mut rest, 4 * m * ldo));
+        av.iter_mut().for_each(|v| *v = rng.i8_in(-127, 127));
+        wv.iter_mut().for_each(|v| *v = rng.i8_in(-128, 127));
+        if let Some(v) = av.first_mut() {
+            *v = -127;
+        }
+        if wv.len() >= 2 {
+            wv[0] = -128;
+            wv[1] = 127;
+        }
+        asc.iter_mut().for_each(|v| *v = rng.scale());
+        wsc.iter_mut().for_each(|v| *v = rng.scale());
+        bias.iter_mut().for_each(|v| *v = rng.scale() - 0.5);
+        got.fill(f32::from_bits(0x7fc0_dead));
+        want.fill(f32::from_bits(0x7fc0_dead));
+        let a = QRows { values: av, scales: asc, stride, group };
+        let w = QRows { values: wv, scales: wsc, stride, group };
+        let b = if case % 2 == 1 { Some(&*bias) } else { None };
+        let s = Shape { m, n, k: stride, ldo };
+        variant.run(&a, &w, b, got, s);
+        Q8Gemm::SCALAR.run(&a, &w, b, want, s);
+        for (idx, (g, w)) in got.iter().zip(want.iter()).enumerate() {
+            if g.to_bits() != w.to_bits() {
+                return Err(Mismatch {
+                    variant: variant.name(),
+                    shape: (m, n, stride, group),
+                    at: (idx / ldo, idx % ldo),
+                    got: g.to_bits(),
+                    want: w.to_bits(),
+                });
+            }
+        }
+    }
+    Ok(shapes.len())
+}

@@ -1,0 +1,75 @@
+//! Unit tests that run wherever the crate runs (host, and aarch64 under `qemu-aarch64` with
+//! three CPU models): every int8 GEMM variant this CPU can run against scalar, and the
+//! whole int8 model's output bytes against the committed host output.
+
+use std::vec;
+use std::vec::Vec;
+
+use crate::kernels::gemm::{self, Q8Gemm};
+use crate::kernels::testing::{q8_scratch_bytes, q8_sweep, Q8_SHAPES};
+use crate::kernels::Kernels;
+
+/// Variants compiled in plus those this CPU supports at run time.
+fn q8_variants() -> Vec<Q8Gemm> {
+    let mut v: Vec<Q8Gemm> = gemm::compiled_variants().to_vec();
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was just detected.
+        v.push(unsafe { gemm::x86::avx2_unchecked() });
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if std::arch::is_aarch64_feature_detected!("dotprod") {
+            // SAFETY: dotprod was just detected.
+            v.push(unsafe { gemm::neon::sdot_unchecked() });
+        }
+        if std::arch::is_aarch64_feature_detected!("i8mm") {
+            // SAFETY: i8mm was just detected.
+            v.push(unsafe { gemm::neon::i8mm_unchecked() });
+        }
+    }
+    v
+}
+
+#[test]
+fn every_q8_variant_matches_scalar_bit_for_bit() {
+    let mut scratch = vec![0u8; q8_scratch_bytes(&Q8_SHAPES) + 64];
+    let variants = q8_variants();
+    for v in &variants {
+        let n = q8_sweep(*v, &Q8_SHAPES, &mut scratch).unwrap_or_else(|m| panic!("{m:?}"));
+        std::println!("{}: {n} shapes bit-exact", v.name());
+    }
+    #[cfg(target_arch = "x86_64")]
+    assert!(variants.len() >= 2 || !std::arch::is_x86_feature_detected!("avx2"));
+}
+
+const TINY_BLOB: &[u8] = include_bytes!("../../tests/fixtures/tiny_int8/model.qfb");
+const TINY_INPUT: &[u8] = include_bytes!("../../tests/fixtures/tiny_int8/input.f32");
+const TINY_OUTPUT: &[u8] = include_bytes!("../../tests/fixtures/tiny_int8/output.f32");
+
+#[test]
+fn int8_model_output_bytes_equal_the_host_reference_with_every_kernel() {
+    let blob: Vec<u128> = TINY_BLOB
+        .chunks(16)
+        .map(|c| {
+            let mut b = [0u8; 16];
+            b[..c.len()].copy_from_slice(c);
+            u128::from_le_bytes(b)
+        })
+        .collect();
+    let blob = &bytemuck::cast_slice::<u128, u8>(&blob)[..TINY_BLOB.len()];
+    let model = crate::Model::from_blob(blob).expect("committed tiny blob");
+    let c = *model.config();
+    let image: Vec<f32> = TINY_INPUT.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let m = image.len() / c.encoder_hidden as usize;
+    let mut arena = vec![0u128; model.arena_bytes() / 16 + 1];
+    let arena = bytemuck::cast_slice_mut::<u128, u8>(&mut arena);
+    for q8 in q8_variants() {
+        let model = model.with_kernels(Kernels { q8 });
+        let mut out = vec![0f32; (c.num_queries * c.hidden) as usize];
+        let mut proj = vec![0f32; (c.num_queries * c.projection_dim) as usize];
+        model.forward(&image, m, arena, &mut out, Some(&mut proj)).expect("forward");
+        let bytes: Vec<u8> = out.iter().chain(&proj).flat_map(|v| v.to_le_bytes()).collect();
+        assert!(bytes == TINY_OUTPUT, "{}: int8 output differs from the host's", q8.name());
+    }
+}
