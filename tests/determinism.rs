@@ -29,7 +29,7 @@ fn tiny_int8_blob_input_and_output_are_reproduced() {
     check_or_bless("input.f32", &image.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>());
     let b = BlobBytes::copy(&blob);
     let mut outputs = Vec::new();
-    for kernels in [Kernels { q8: Q8Gemm::SCALAR }, Kernels::COMPILED, detect_kernels()] {
+    for kernels in [Kernels { q8: Q8Gemm::SCALAR, ..Kernels::SCALAR }, Kernels::COMPILED, detect_kernels()] {
         let model = Model::from_blob(b.bytes()).unwrap().with_kernels(kernels);
         let out = run_batch(&model, &image, 1, m, false).unwrap();
         let bytes: Vec<u8> =

@@ -5,7 +5,7 @@ use half::f16;
 use crate::blob::{self, DType, Header, Precision, Role, TensorEntry, ALIGN, HEADER_BYTES, MAGIC};
 use crate::config::Config;
 use crate::error::{Buffer, Error, TensorProblem};
-use crate::kernels::gemm::{self, Shape};
+use crate::kernels::gemm::Shape;
 use crate::kernels::norm;
 use crate::kernels::quant::{self, Strided};
 use crate::kernels::{Kernels, QRows};
@@ -61,8 +61,8 @@ impl Linear<'_> {
     fn apply(&self, kernels: &Kernels, input: Input<'_>, rows: usize, out: &mut [f32], ldo: usize) {
         let s = Shape { m: rows, n: self.n, k: self.k, ldo };
         match (self.w, input) {
-            (Weights::F32(w), Input::F32(a)) => gemm::gemm_f32(a, w, Some(self.b), out, s),
-            (Weights::F16(w), Input::F32(a)) => gemm::gemm_f16(a, w, Some(self.b), out, s),
+            (Weights::F32(w), Input::F32(a)) => kernels.f.run_f32(a, w, Some(self.b), out, s),
+            (Weights::F16(w), Input::F32(a)) => kernels.f.run_f16(a, w, Some(self.b), out, s),
             (Weights::I8(w), Input::Q(a)) => kernels.q8.run(&a, &w, Some(self.b), out, s),
             // The model validates at load that every matrix has its precision's dtype, and
             // the forward quantizes exactly the inputs of int8 layers.
@@ -575,9 +575,15 @@ impl<'a> Model<'a> {
                             head_vt[j * t + r] = vbuf[r * d + h * dh + j];
                         }
                     }
-                    gemm::gemm_f32(head_q, head_k, None, scores, Shape::new(n, t, dh));
+                    self.kernels.f.run_f32(head_q, head_k, None, scores, Shape::new(n, t, dh));
                     norm::softmax_rows(&mut scores[..n * t], t, scale);
-                    gemm::gemm_f32(scores, head_vt, None, &mut ctx[h * dh..], Shape { m: n, n: dh, k: t, ldo: d });
+                    self.kernels.f.run_f32(
+                        scores,
+                        head_vt,
+                        None,
+                        &mut ctx[h * dh..],
+                        Shape { m: n, n: dh, k: t, ldo: d },
+                    );
                 }
                 wo.apply(&self.kernels, Input::F32(ctx), n, q, d);
             }

@@ -5,8 +5,8 @@
 use std::vec;
 use std::vec::Vec;
 
-use crate::kernels::gemm::{self, Q8Gemm};
-use crate::kernels::testing::{q8_scratch_bytes, q8_sweep, Q8_SHAPES};
+use crate::kernels::gemm::{self, FGemm, Q8Gemm};
+use crate::kernels::testing::{f_scratch_bytes, f_sweep, q8_scratch_bytes, q8_sweep, F_SHAPES, Q8_SHAPES};
 use crate::kernels::Kernels;
 
 /// Variants compiled in plus those this CPU supports at run time.
@@ -29,6 +29,31 @@ fn q8_variants() -> Vec<Q8Gemm> {
         }
     }
     v
+}
+
+/// Float variants compiled in plus those this CPU supports at run time.
+fn f_variants() -> Vec<FGemm> {
+    let mut v = vec![FGemm::SCALAR, FGemm::COMPILED];
+    #[cfg(target_arch = "x86_64")]
+    if ["avx2", "fma", "f16c"].iter().all(|f| match *f {
+        "avx2" => std::arch::is_x86_feature_detected!("avx2"),
+        "fma" => std::arch::is_x86_feature_detected!("fma"),
+        _ => std::arch::is_x86_feature_detected!("f16c"),
+    }) {
+        // SAFETY: AVX2, FMA and F16C were just detected.
+        v.push(unsafe { gemm::x86::f_avx2_unchecked() });
+    }
+    v.dedup_by_key(|k| k.name());
+    v
+}
+
+#[test]
+fn every_float_variant_is_within_the_bound_of_scalar() {
+    let mut scratch = vec![0u8; f_scratch_bytes(&F_SHAPES) + 64];
+    for v in f_variants() {
+        let n = f_sweep(v, &F_SHAPES, &mut scratch).unwrap_or_else(|m| panic!("{m:?}"));
+        std::println!("{}: {n} shapes within bound (f32 and fp16 weights)", v.name());
+    }
 }
 
 #[test]
@@ -65,7 +90,7 @@ fn int8_model_output_bytes_equal_the_host_reference_with_every_kernel() {
     let mut arena = vec![0u128; model.arena_bytes() / 16 + 1];
     let arena = bytemuck::cast_slice_mut::<u128, u8>(&mut arena);
     for q8 in q8_variants() {
-        let model = model.with_kernels(Kernels { q8 });
+        let model = model.with_kernels(Kernels { q8, ..Kernels::COMPILED });
         let mut out = vec![0f32; (c.num_queries * c.hidden) as usize];
         let mut proj = vec![0f32; (c.num_queries * c.projection_dim) as usize];
         model.forward(&image, m, arena, &mut out, Some(&mut proj)).expect("forward");

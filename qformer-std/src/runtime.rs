@@ -133,6 +133,10 @@ pub fn detect_kernels() -> qformer_core::kernels::Kernels {
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: AVX2 was just detected on this CPU.
         k.q8 = unsafe { qformer_core::kernels::gemm::x86::avx2_unchecked() };
+        if std::arch::is_x86_feature_detected!("fma") && std::arch::is_x86_feature_detected!("f16c") {
+            // SAFETY: AVX2, FMA and F16C were just detected on this CPU.
+            k.f = unsafe { qformer_core::kernels::gemm::x86::f_avx2_unchecked() };
+        }
     }
     #[cfg(target_arch = "aarch64")]
     {

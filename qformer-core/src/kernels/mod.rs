@@ -21,13 +21,15 @@ pub mod testing;
 pub struct Kernels {
     /// The int8 GEMM.
     pub q8: gemm::Q8Gemm,
+    /// The f32/fp16 GEMM.
+    pub f: gemm::FGemm,
 }
 
 impl Kernels {
     /// Portable scalar kernels only.
-    pub const SCALAR: Kernels = Kernels { q8: gemm::Q8Gemm::SCALAR };
+    pub const SCALAR: Kernels = Kernels { q8: gemm::Q8Gemm::SCALAR, f: gemm::FGemm::SCALAR };
     /// The best variants whose CPU features are enabled at compile time.
-    pub const COMPILED: Kernels = Kernels { q8: gemm::Q8Gemm::COMPILED };
+    pub const COMPILED: Kernels = Kernels { q8: gemm::Q8Gemm::COMPILED, f: gemm::FGemm::COMPILED };
 }
 
 /// A row-quantized int8 matrix: `rows` rows of `stride` values (columns beyond the logical

@@ -141,3 +141,108 @@ pub fn q8_sweep(
     }
     Ok(shapes.len())
 }
+
+/// `(m, n, k)` shapes of the float GEMM sweep.
+pub const F_SHAPES: [(usize, usize, usize); 12] = [
+    (0, 0, 8),
+    (0, 3, 8),
+    (1, 1, 1),
+    (1, 1, 8),
+    (2, 4, 16),
+    (3, 5, 7),
+    (4, 8, 33),
+    (5, 9, 64),
+    (2, 9, 768),
+    (3, 5, 1408),
+    (2, 4, 3072),
+    (7, 3, 65),
+];
+
+/// Scratch bytes [`f_sweep`] needs for `shapes`.
+pub const fn f_scratch_bytes(shapes: &[(usize, usize, usize)]) -> usize {
+    let mut max = 0;
+    let mut i = 0;
+    while i < shapes.len() {
+        let (m, n, k) = shapes[i];
+        let bytes = 4 * (m * k + n * k + n + 2 * m * (n + 3)) + 2 * n * k + 7 * 16;
+        if bytes > max {
+            max = bytes;
+        }
+        i += 1;
+    }
+    max
+}
+
+/// The first disagreement of a float variant with scalar beyond the bound.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FMismatch {
+    /// Variant name.
+    pub variant: &'static str,
+    /// `(m, n, k)`.
+    pub shape: (usize, usize, usize),
+    /// Whether the weights were fp16.
+    pub f16: bool,
+    /// Variant's value.
+    pub got: f32,
+    /// Scalar value.
+    pub want: f32,
+    /// Allowed difference.
+    pub bound: f32,
+}
+
+/// Runs `variant` and [`FGemm::SCALAR`](super::gemm::FGemm::SCALAR) on every shape, with f32
+/// and with fp16 weights, and checks `|got - want| <= 4 k 2^-24 sum|a w| + 1e-30` for
+/// every output (both round sums of the same products, in different orders).
+pub fn f_sweep(
+    variant: super::gemm::FGemm,
+    shapes: &[(usize, usize, usize)],
+    scratch: &mut [u8],
+) -> Result<usize, FMismatch> {
+    let mut rng = Rng(0x0bad_5eed);
+    for (case, &(m, n, k)) in shapes.iter().enumerate() {
+        let ldo = n + 3;
+        let mut rest: &mut [u8] = scratch;
+        let a: &mut [f32] = bytemuck::cast_slice_mut(take(&mut rest, 4 * m * k));
+        let w: &mut [f32] = bytemuck::cast_slice_mut(take(&mut rest, 4 * n * k));
+        let wh: &mut [half::f16] = bytemuck::cast_slice_mut(take(&mut rest, 2 * n * k));
+        let bias: &mut [f32] = bytemuck::cast_slice_mut(take(&mut rest, 4 * n));
+        let got: &mut [f32] = bytemuck::cast_slice_mut(take(&mut rest, 4 * m * ldo));
+        let want: &mut [f32] = bytemuck::cast_slice_mut(take(&mut rest, 4 * m * ldo));
+        a.iter_mut().for_each(|v| *v = rng.scale() * 4.0 - 2.0);
+        w.iter_mut().for_each(|v| *v = rng.scale() * 0.2 - 0.1);
+        for (h, v) in wh.iter_mut().zip(w.iter_mut()) {
+            *h = half::f16::from_f32(*v);
+            *v = h.to_f32();
+        }
+        bias.iter_mut().for_each(|v| *v = rng.scale() - 0.5);
+        let b = if case % 2 == 1 { Some(&*bias) } else { None };
+        let s = Shape { m, n, k, ldo };
+        for f16 in [false, true] {
+            if f16 {
+                variant.run_f16(a, wh, b, got, s);
+                super::gemm::FGemm::SCALAR.run_f16(a, wh, b, want, s);
+            } else {
+                variant.run_f32(a, w, b, got, s);
+                super::gemm::FGemm::SCALAR.run_f32(a, w, b, want, s);
+            }
+            for i in 0..m {
+                for j in 0..n {
+                    let mag: f32 = (0..k).map(|kk| libm::fabsf(a[i * k + kk] * w[j * k + kk])).sum();
+                    let bound = 4.0 * k as f32 * libm::ldexpf(1.0, -24) * mag + 1e-30;
+                    let (g, wv) = (got[i * ldo + j], want[i * ldo + j]);
+                    if !(libm::fabsf(g - wv) <= bound) {
+                        return Err(FMismatch {
+                            variant: variant.name(),
+                            shape: (m, n, k),
+                            f16,
+                            got: g,
+                            want: wv,
+                            bound,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    Ok(shapes.len())
+}

@@ -2,7 +2,7 @@
 //! (`[out_features, in_features]`), all row-major and contiguous.
 //!
 //! * [`gemm_f32`]: f32 activations × f32 weights.
-//! * [`gemm_f16`]: f32 activations × fp16 weights, f32 accumulation.
+//! * [`FGemm::run_f16`]: f32 activations × fp16 weights, f32 accumulation.
 //! * [`gemm_q8`]: int8 × int8 with group-wise scales on both sides: for every group of
 //!   `group` columns the i8·i8 products are summed exactly in i32, then
 //!   `acc += (sa * sw) * (dot as f32)` in group order, and `out = acc + bias`. Every variant
@@ -122,16 +122,67 @@ pub fn compiled_variants() -> &'static [Q8Gemm] {
     ]
 }
 
-/// f32 × f32.
-pub fn gemm_f32(a: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
-    debug_assert!(a.len() >= s.m * s.k && w.len() >= s.n * s.k && out.len() >= s.out_len());
-    scalar::gemm_f32(a, w, bias, out, s)
+/// Signature of an f32-weight GEMM variant.
+pub type F32Fn = fn(&[f32], &[f32], Option<&[f32]>, &mut [f32], Shape);
+/// Signature of an fp16-weight GEMM variant.
+pub type F16Fn = fn(&[f32], &[f16], Option<&[f32]>, &mut [f32], Shape);
+
+/// One implementation of the float GEMMs (f32 activations, f32 or fp16 weights, f32
+/// accumulation). Float variants may sum in another order than scalar: they agree with it
+/// within `|got - want| <= 4 k 2^-24 sum|a w| + 1e-30` ([`crate::kernels::testing::f_sweep`]).
+#[derive(Clone, Copy, Debug)]
+pub struct FGemm {
+    name: &'static str,
+    f32: F32Fn,
+    f16: F16Fn,
 }
 
-/// f32 × fp16.
-pub fn gemm_f16(a: &[f32], w: &[f16], bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
-    debug_assert!(a.len() >= s.m * s.k && w.len() >= s.n * s.k && out.len() >= s.out_len());
-    scalar::gemm_f16(a, w, bias, out, s)
+impl FGemm {
+    /// The portable reference.
+    pub const SCALAR: FGemm = FGemm { name: "scalar_gemm_f32_f16", f32: scalar::gemm_f32, f16: scalar::gemm_f16 };
+
+    /// The best variant enabled at compile time.
+    pub const COMPILED: FGemm = compiled_f();
+
+    pub(crate) const fn new(name: &'static str, f32: F32Fn, f16: F16Fn) -> FGemm {
+        FGemm { name, f32, f16 }
+    }
+
+    /// The variant's name.
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// `out = a · wᵀ + bias` with f32 weights.
+    pub fn run_f32(&self, a: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
+        check_f(a.len(), w.len(), bias, out, s);
+        (self.f32)(a, w, bias, out, s)
+    }
+
+    /// `out = a · wᵀ + bias` with fp16 weights.
+    pub fn run_f16(&self, a: &[f32], w: &[f16], bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
+        check_f(a.len(), w.len(), bias, out, s);
+        (self.f16)(a, w, bias, out, s)
+    }
+}
+
+fn check_f(a: usize, w: usize, bias: Option<&[f32]>, out: &[f32], s: Shape) {
+    assert!(a >= s.m * s.k && w >= s.n * s.k && s.ldo >= s.n && out.len() >= s.out_len());
+    assert!(bias.is_none_or(|b| b.len() >= s.n));
+}
+
+const fn compiled_f() -> FGemm {
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    return neon::F_NEON;
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+    return x86::F_AVX2;
+    #[allow(unreachable_code)]
+    FGemm::SCALAR
+}
+
+/// f32 × f32 with the compiled-in best variant.
+pub fn gemm_f32(a: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
+    FGemm::COMPILED.run_f32(a, w, bias, out, s)
 }
 
 /// int8 × int8 with group-wise scales; `a` has `s.m` rows, `w` has `s.n`, both the same

@@ -203,3 +203,100 @@ fn gemm_q8_i8mm(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f
     scalar::gemm_q8_block(a, w, bias, out, s, 0..m2, n4..s.n);
     scalar::gemm_q8_block(a, w, bias, out, s, m2..s.m, 0..s.n);
 }
+
+/// The NEON float GEMM (f16 weights widened with `fcvtl`, base ARMv8).
+pub const F_NEON: super::FGemm = super::FGemm::new("neon_gemm_f32_f16_2x4", fgemm_f32, fgemm_f16);
+
+/// Loads 4 weights as f32.
+trait LoadW: Copy {
+    /// # Safety
+    /// `p..p + 4` readable.
+    unsafe fn load4(p: *const Self) -> float32x4_t;
+}
+
+impl LoadW for f32 {
+    #[inline(always)]
+    unsafe fn load4(p: *const f32) -> float32x4_t {
+        // SAFETY: the caller guarantees 4 readable f32.
+        unsafe { vld1q_f32(p) }
+    }
+}
+
+impl LoadW for half::f16 {
+    #[inline(always)]
+    unsafe fn load4(p: *const half::f16) -> float32x4_t {
+        // SAFETY: the caller guarantees 4 readable f16 (8 bytes); FCVTL is base AArch64 SIMD
+        // and only touches registers.
+        unsafe {
+            let h = vld1_u16(p as *const u16);
+            let out: float32x4_t;
+            asm!("fcvtl {o:v}.4s, {h:v}.4h", o = out(vreg) out, h = in(vreg) h, options(pure, nomem, nostack));
+            out
+        }
+    }
+}
+
+#[inline(always)]
+fn fgemm<W: LoadW + Into<f32>>(a: &[f32], w: &[W], bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
+    let Shape { m, n, k, ldo } = s;
+    let k4 = k / 4 * 4;
+    let (m2, n4) = (m / 2 * 2, n / 4 * 4);
+    let tail = |i: usize, j: usize, acc: f32| -> f32 {
+        let mut t = acc;
+        for kk in k4..k {
+            t += a[i * k + kk] * w[j * k + kk].into();
+        }
+        t + bias.map_or(0.0, |b| b[j])
+    };
+    for i in (0..m2).step_by(2) {
+        for j in (0..n4).step_by(4) {
+            // SAFETY: NEON is enabled; rows i, i+1 of `a` and j..j+4 of `w` hold k >= kk + 4
+            // elements (bounds checked by `FGemm::run_*`).
+            let acc = unsafe {
+                let mut acc = [[vdupq_n_f32(0.0); 4]; 2];
+                for kk in (0..k4).step_by(4) {
+                    let x0 = vld1q_f32(a.as_ptr().add(i * k + kk));
+                    let x1 = vld1q_f32(a.as_ptr().add((i + 1) * k + kk));
+                    for c in 0..4 {
+                        let y = W::load4(w.as_ptr().add((j + c) * k + kk));
+                        acc[0][c] = vfmaq_f32(acc[0][c], x0, y);
+                        acc[1][c] = vfmaq_f32(acc[1][c], x1, y);
+                    }
+                }
+                acc
+            };
+            for r in 0..2 {
+                for c in 0..4 {
+                    // SAFETY: NEON is enabled.
+                    out[(i + r) * ldo + j + c] = tail(i + r, j + c, unsafe { vaddvq_f32(acc[r][c]) });
+                }
+            }
+        }
+    }
+    let block = |rows: core::ops::Range<usize>, cols: core::ops::Range<usize>, out: &mut [f32]| {
+        for i in rows {
+            for j in cols.clone() {
+                // SAFETY: as above, one row and one column.
+                let acc = unsafe {
+                    let mut acc = vdupq_n_f32(0.0);
+                    for kk in (0..k4).step_by(4) {
+                        acc =
+                            vfmaq_f32(acc, vld1q_f32(a.as_ptr().add(i * k + kk)), W::load4(w.as_ptr().add(j * k + kk)));
+                    }
+                    vaddvq_f32(acc)
+                };
+                out[i * ldo + j] = tail(i, j, acc);
+            }
+        }
+    };
+    block(0..m2, n4..n, out);
+    block(m2..m, 0..n, out);
+}
+
+fn fgemm_f32(a: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
+    fgemm(a, w, bias, out, s)
+}
+
+fn fgemm_f16(a: &[f32], w: &[half::f16], bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
+    fgemm(a, w, bias, out, s)
+}

@@ -99,3 +99,115 @@ unsafe fn kernel(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [
     }
     scalar::gemm_q8_block(a, w, bias, out, s, 0..s.m, n8..s.n);
 }
+
+/// The AVX2 + FMA + F16C float GEMM, when enabled at compile time.
+#[cfg(all(target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+pub const F_AVX2: super::FGemm = super::FGemm::new(F_NAME, fgemm_f32, fgemm_f16);
+
+const F_NAME: &str = "avx2_fma_gemm_f32_f16_2x4";
+
+/// The AVX2 + FMA + F16C float GEMM on a CPU known at run time to have all three.
+///
+/// # Safety
+/// The CPU running the returned kernel must support AVX2, FMA and F16C.
+pub unsafe fn f_avx2_unchecked() -> super::FGemm {
+    super::FGemm::new(F_NAME, fgemm_f32, fgemm_f16)
+}
+
+/// Loads 8 weights as f32 from `p`.
+trait LoadW: Copy {
+    /// # Safety
+    /// `p..p + 8` readable; AVX2 and F16C available.
+    unsafe fn load8(p: *const Self) -> __m256;
+}
+
+impl LoadW for f32 {
+    #[inline(always)]
+    unsafe fn load8(p: *const f32) -> __m256 {
+        // SAFETY: the caller guarantees 8 readable f32 at `p` and AVX.
+        unsafe { _mm256_loadu_ps(p) }
+    }
+}
+
+impl LoadW for half::f16 {
+    #[inline(always)]
+    unsafe fn load8(p: *const half::f16) -> __m256 {
+        // SAFETY: the caller guarantees 8 readable f16 (16 bytes) at `p` and F16C.
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
+}
+
+/// 2 rows x 4 columns, 8-wide FMA along k; tails in scalar.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn fgemm<W: LoadW + Into<f32>>(a: &[f32], w: &[W], bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
+    let Shape { m, n, k, ldo } = s;
+    let k8 = k / 8 * 8;
+    let (m2, n4) = (m / 2 * 2, n / 4 * 4);
+    let tail = |i: usize, j: usize, acc: f32| -> f32 {
+        let mut t = acc;
+        for kk in k8..k {
+            t += a[i * k + kk] * w[j * k + kk].into();
+        }
+        t + bias.map_or(0.0, |b| b[j])
+    };
+    for i in (0..m2).step_by(2) {
+        for j in (0..n4).step_by(4) {
+            let mut acc = [[_mm256_setzero_ps(); 4]; 2];
+            for kk in (0..k8).step_by(8) {
+                // SAFETY: rows i, i+1 of `a` and j..j+4 of `w` have k >= kk + 8 elements
+                // (bounds checked by `FGemm::run_*`).
+                unsafe {
+                    let x0 = _mm256_loadu_ps(a.as_ptr().add(i * k + kk));
+                    let x1 = _mm256_loadu_ps(a.as_ptr().add((i + 1) * k + kk));
+                    for c in 0..4 {
+                        let y = W::load8(w.as_ptr().add((j + c) * k + kk));
+                        acc[0][c] = _mm256_fmadd_ps(x0, y, acc[0][c]);
+                        acc[1][c] = _mm256_fmadd_ps(x1, y, acc[1][c]);
+                    }
+                }
+            }
+            for r in 0..2 {
+                for c in 0..4 {
+                    // SAFETY: AVX2 and FMA are enabled for this function.
+                    out[(i + r) * ldo + j + c] = tail(i + r, j + c, unsafe { hsum(acc[r][c]) });
+                }
+            }
+        }
+    }
+    let block = |rows: core::ops::Range<usize>, cols: core::ops::Range<usize>, out: &mut [f32]| {
+        for i in rows {
+            for j in cols.clone() {
+                let mut acc = _mm256_setzero_ps();
+                for kk in (0..k8).step_by(8) {
+                    // SAFETY: as above, one row and one column.
+                    unsafe {
+                        let x = _mm256_loadu_ps(a.as_ptr().add(i * k + kk));
+                        acc = _mm256_fmadd_ps(x, W::load8(w.as_ptr().add(j * k + kk)), acc);
+                    }
+                }
+                // SAFETY: AVX2 and FMA are enabled for this function.
+                out[i * ldo + j] = tail(i, j, unsafe { hsum(acc) });
+            }
+        }
+    };
+    block(0..m2, n4..n, out);
+    block(m2..m, 0..n, out);
+}
+
+fn fgemm_f32(a: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
+    // SAFETY: reachable only through `F_AVX2` (features enabled at compile time) or
+    // `f_avx2_unchecked` (caller guarantees them); bounds checked by `FGemm::run_f32`.
+    unsafe { fgemm(a, w, bias, out, s) }
+}
+
+fn fgemm_f16(a: &[f32], w: &[half::f16], bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
+    // SAFETY: as `fgemm_f32`.
+    unsafe { fgemm(a, w, bias, out, s) }
+}
