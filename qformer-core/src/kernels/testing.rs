@@ -230,7 +230,8 @@ pub fn f_sweep(
                     let mag: f32 = (0..k).map(|kk| libm::fabsf(a[i * k + kk] * w[j * k + kk])).sum();
                     let bound = 4.0 * k as f32 * libm::ldexpf(1.0, -24) * mag + 1e-30;
                     let (g, wv) = (got[i * ldo + j], want[i * ldo + j]);
-                    if !(libm::fabsf(g - wv) <= bound) {
+                    let within = libm::fabsf(g - wv).partial_cmp(&bound).is_some_and(|o| o.is_le());
+                    if !within {
                         return Err(FMismatch {
                             variant: variant.name(),
                             shape: (m, n, k),

@@ -146,6 +146,7 @@ unsafe fn hsum(v: __m256) -> f32 {
 
 /// 2 rows x 4 columns, 8-wide FMA along k; tails in scalar.
 #[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::needless_range_loop)] // `c` indexes the tile's columns in `acc` and `w` alike
 unsafe fn fgemm<W: LoadW + Into<f32>>(a: &[f32], w: &[W], bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
     let Shape { m, n, k, ldo } = s;
     let k8 = k / 8 * 8;
