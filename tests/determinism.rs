@@ -41,3 +41,32 @@ fn tiny_int8_blob_input_and_output_are_reproduced() {
     }
     check_or_bless("output.f32", &outputs[0].1);
 }
+
+#[test]
+fn output_is_identical_for_any_thread_count() {
+    use qformer_std::runtime::{run_batch_with, Threads};
+    let w = qformer_std::synth::Spec::textured(qformer_std::synth::DEMO, 3).build();
+    let (m, dv) =
+        (qformer_std::synth::DEMO.max_image_tokens as usize, qformer_std::synth::DEMO.encoder_hidden as usize);
+    let images = qformer_std::synth::images(5, 2, m, dv, &[1], 30.0);
+    for precision in [Precision::F32, Precision::F16, Precision::Int8] {
+        let blob =
+            qformer_std::writer::build_blob(&w, qformer_std::writer::BlobOptions::new(precision), || {}).unwrap();
+        let b = BlobBytes::copy(&blob);
+        let model = Model::from_blob(b.bytes()).unwrap().with_kernels(detect_kernels());
+        let one = run_batch(&model, &images, 2, m, false).unwrap();
+        for threads in [2, 3, 4] {
+            let pool = Threads::new(threads).unwrap();
+            let many = run_batch_with(&model, &images, 2, m, false, &pool).unwrap();
+            let same = one.output.iter().zip(&many.output).all(|(a, b)| a.to_bits() == b.to_bits())
+                && one
+                    .projected
+                    .as_ref()
+                    .unwrap()
+                    .iter()
+                    .zip(many.projected.as_ref().unwrap())
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{} with {threads} threads differs from 1 thread", precision.name());
+        }
+    }
+}

@@ -32,6 +32,7 @@ pub mod config;
 pub mod error;
 pub mod kernels;
 pub mod model;
+pub mod parallel;
 pub mod plan;
 
 pub use blob::Precision;
@@ -39,6 +40,7 @@ pub use blob::{DType, Header, Role, TensorEntry};
 pub use config::{Activation, Config};
 pub use error::Error;
 pub use model::{LayerObserver, Model};
+pub use parallel::{Executor, Sequential};
 pub use plan::{arena_bytes, AlignedArena, ArenaPlan};
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use crate::kernels::gemm::Shape;
 use crate::kernels::norm;
 use crate::kernels::quant::{self, Strided};
 use crate::kernels::{Kernels, QRows};
+use crate::parallel::{rows_per_chunk, Executor, Sequential};
 use crate::plan::{ArenaPlan, QSpan, Span, MAX_IMAGE_OUTLIERS};
 
 /// int8 path: an image-feature channel whose largest magnitude over the image's tokens
@@ -57,16 +58,45 @@ enum Input<'s> {
 }
 
 impl Linear<'_> {
-    /// `out[r * ldo + j] = (input · Wᵀ)[r, j] + b[j]` for `rows` rows.
-    fn apply(&self, kernels: &Kernels, input: Input<'_>, rows: usize, out: &mut [f32], ldo: usize) {
-        let s = Shape { m: rows, n: self.n, k: self.k, ldo };
-        match (self.w, input) {
-            (Weights::F32(w), Input::F32(a)) => kernels.f.run_f32(a, w, Some(self.b), out, s),
-            (Weights::F16(w), Input::F32(a)) => kernels.f.run_f16(a, w, Some(self.b), out, s),
-            (Weights::I8(w), Input::Q(a)) => kernels.q8.run(&a, &w, Some(self.b), out, s),
-            // The model validates at load that every matrix has its precision's dtype, and
-            // the forward quantizes exactly the inputs of int8 layers.
-            _ => debug_assert!(false, "weight dtype and input form disagree"),
+    /// `out[r * ldo + j] = (input · Wᵀ)[r, j] + b[j]` for `rows` rows, spread over the
+    /// executor's threads in blocks of whole rows.
+    fn apply(
+        &self,
+        kernels: &Kernels,
+        exec: &dyn Executor,
+        input: Input<'_>,
+        rows: usize,
+        out: &mut [f32],
+        ldo: usize,
+    ) {
+        let chunk = rows_per_chunk(rows, exec.threads());
+        let out = &mut out[..(rows.max(1) - 1) * ldo + if rows == 0 { 0 } else { self.n }];
+        let task = |i: usize, block: &mut [f32]| {
+            let r0 = i * chunk;
+            let m = chunk.min(rows - r0);
+            let s = Shape { m, n: self.n, k: self.k, ldo };
+            match (self.w, input) {
+                (Weights::F32(w), Input::F32(a)) => kernels.f.run_f32(&a[r0 * self.k..], w, Some(self.b), block, s),
+                (Weights::F16(w), Input::F32(a)) => kernels.f.run_f16(&a[r0 * self.k..], w, Some(self.b), block, s),
+                (Weights::I8(w), Input::Q(a)) => {
+                    let groups = a.stride / a.group;
+                    let a = QRows {
+                        values: &a.values[r0 * a.stride..],
+                        scales: &a.scales[r0 * groups..],
+                        stride: a.stride,
+                        group: a.group,
+                    };
+                    kernels.q8.run(&a, &w, Some(self.b), block, s)
+                }
+                // The model validates at load that every matrix has its precision's dtype,
+                // and the forward quantizes exactly the inputs of int8 layers.
+                _ => debug_assert!(false, "weight dtype and input form disagree"),
+            }
+        };
+        if rows <= chunk {
+            task(0, out);
+        } else {
+            exec.for_each_chunk(out, chunk * ldo, &task);
         }
     }
 }
@@ -352,6 +382,22 @@ impl<'a> Model<'a> {
         projected: Option<&mut [f32]>,
         observer: &mut dyn LayerObserver,
     ) -> Result<(), Error> {
+        self.forward_with(image, m, arena, out, projected, &Sequential, observer)
+    }
+
+    /// [`Model::forward_observed`] with the matrix products spread over `exec`'s threads.
+    /// The output is identical for every executor.
+    #[allow(clippy::too_many_arguments)] // the forward's buffers plus two hooks
+    pub fn forward_with(
+        &self,
+        image: &[f32],
+        m: usize,
+        arena: &mut [u8],
+        out: &mut [f32],
+        projected: Option<&mut [f32]>,
+        exec: &dyn Executor,
+        observer: &mut dyn LayerObserver,
+    ) -> Result<(), Error> {
         let c = &self.config;
         let (n, d, dv) = (c.num_queries as usize, c.hidden as usize, c.encoder_hidden as usize);
         let max_m = c.max_image_tokens as usize;
@@ -423,11 +469,11 @@ impl<'a> Model<'a> {
         };
 
         for l in 0..c.num_layers {
-            self.attention(Block::SelfAttention, l, x, None, region)?;
+            self.attention(exec, Block::SelfAttention, l, x, None, region)?;
             if c.has_cross(l) {
-                self.attention(Block::CrossAttention, l, x, Some(image_in), region)?;
+                self.attention(exec, Block::CrossAttention, l, x, Some(image_in), region)?;
             }
-            self.feed_forward(l, x, region)?;
+            self.feed_forward(exec, l, x, region)?;
             observer.layer(l as usize + 1, x);
         }
         out.copy_from_slice(x);
@@ -436,7 +482,7 @@ impl<'a> Model<'a> {
             let mut carve = Carve::new(region);
             let (xv, xs) = carve.q(self.plan.ffn.xq)?;
             let input = self.prepare(x, n, d, xv, xs);
-            proj.apply(&self.kernels, input, n, p, proj.n);
+            proj.apply(&self.kernels, exec, input, n, p, proj.n);
         }
         Ok(())
     }
@@ -455,6 +501,7 @@ impl<'a> Model<'a> {
     /// `x = LayerNorm(x + Attention(x, kv) W_o + b_o)`; `kv = None` is self-attention.
     fn attention(
         &self,
+        exec: &dyn Executor,
         block: Block,
         l: u32,
         x: &mut [f32],
@@ -496,19 +543,19 @@ impl<'a> Model<'a> {
                 );
                 let image = kv.unwrap_or(Image { input: Input::Q(xin), tokens: n, outliers: &[], outlier_values: &[] });
                 let (src, t) = (image.input, image.tokens);
-                wq.apply(&self.kernels, Input::Q(xin), n, q, d);
+                wq.apply(&self.kernels, exec, Input::Q(xin), n, q, d);
                 // Keys: all heads quantized row-wise ([H, t, dh]); then values, through the
                 // same f32 buffer, quantized transposed ([H, dh, t]) so p·v is a row product.
                 let kq_stride = dh.div_ceil(group) * group;
                 let vt_stride = t.div_ceil(group) * group;
-                wk.apply(&self.kernels, src, t, kbuf, d);
+                wk.apply(&self.kernels, exec, src, t, kbuf, d);
                 wk.add_outlier_columns(&image, kbuf, d);
                 for h in 0..heads {
                     let (ov, os) = (h * t * kq_stride, h * t * kq_stride / group);
                     let src = Strided { data: &kbuf[h * dh..], rows: t, cols: dh, row_stride: d, col_stride: 1 };
                     quant::quantize_rows(src, group, &mut kv_v[ov..], &mut kv_s[os..]);
                 }
-                wv.apply(&self.kernels, src, t, kbuf, d);
+                wv.apply(&self.kernels, exec, src, t, kbuf, d);
                 wv.add_outlier_columns(&image, kbuf, d);
                 for h in 0..heads {
                     let (ov, os) = (h * dh * vt_stride, h * dh * vt_stride / group);
@@ -551,7 +598,7 @@ impl<'a> Model<'a> {
                     xv,
                     xs,
                 );
-                wo.apply(&self.kernels, Input::Q(cin), n, q, d);
+                wo.apply(&self.kernels, exec, Input::Q(cin), n, q, d);
             }
             Precision::F32 | Precision::F16 => {
                 let vbuf = carve.f32s(p.v)?;
@@ -562,9 +609,9 @@ impl<'a> Model<'a> {
                     Some(image) => (image.input, image.tokens),
                     None => (Input::F32(x), n),
                 };
-                wq.apply(&self.kernels, Input::F32(x), n, q, d);
-                wk.apply(&self.kernels, src, t, kbuf, d);
-                wv.apply(&self.kernels, src, t, vbuf, d);
+                wq.apply(&self.kernels, exec, Input::F32(x), n, q, d);
+                wk.apply(&self.kernels, exec, src, t, kbuf, d);
+                wv.apply(&self.kernels, exec, src, t, vbuf, d);
                 for h in 0..heads {
                     for r in 0..n {
                         head_q[r * dh..(r + 1) * dh].copy_from_slice(&q[r * d + h * dh..r * d + (h + 1) * dh]);
@@ -585,7 +632,7 @@ impl<'a> Model<'a> {
                         Shape { m: n, n: dh, k: t, ldo: d },
                     );
                 }
-                wo.apply(&self.kernels, Input::F32(ctx), n, q, d);
+                wo.apply(&self.kernels, exec, Input::F32(ctx), n, q, d);
             }
         }
         norm::add_layernorm(x, Some(q), gain, bias, c.layer_norm_eps);
@@ -593,7 +640,7 @@ impl<'a> Model<'a> {
     }
 
     /// `x = LayerNorm(x + act(x W_1 + b_1) W_2 + b_2)`.
-    fn feed_forward(&self, l: u32, x: &mut [f32], region: &mut [u8]) -> Result<(), Error> {
+    fn feed_forward(&self, exec: &dyn Executor, l: u32, x: &mut [f32], region: &mut [u8]) -> Result<(), Error> {
         let c = &self.config;
         let (n, d, i) = (c.num_queries as usize, c.hidden as usize, c.intermediate as usize);
         let up = self.linear(Role::FfnUpWeight, Role::FfnUpBias, l)?;
@@ -604,9 +651,9 @@ impl<'a> Model<'a> {
         let out = carve.f32s(p.out)?;
         let (xv, xs) = carve.q(p.xq)?;
         let (hv, hs) = carve.q(p.hq)?;
-        up.apply(&self.kernels, self.prepare(x, n, d, xv, xs), n, h, i);
+        up.apply(&self.kernels, exec, self.prepare(x, n, d, xv, xs), n, h, i);
         norm::activate_slice(c.activation, h);
-        down.apply(&self.kernels, self.prepare(h, n, i, hv, hs), n, out, d);
+        down.apply(&self.kernels, exec, self.prepare(h, n, i, hv, hs), n, out, d);
         norm::add_layernorm(
             x,
             Some(out),

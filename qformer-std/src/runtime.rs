@@ -80,14 +80,52 @@ pub struct BatchOutput {
     pub hidden_states: Vec<Vec<f32>>,
 }
 
+/// A pool of worker threads for [`Model::forward_with`]: the matrix products are cut into
+/// blocks of rows, one per thread. Output is identical for any thread count.
+pub struct Threads {
+    pool: rayon::ThreadPool,
+}
+
+impl Threads {
+    /// `n` threads; 0 means one per available core.
+    pub fn new(n: usize) -> Result<Threads> {
+        let n = if n == 0 { std::thread::available_parallelism().map_or(1, |c| c.get()) } else { n };
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(n).build().context("cannot start worker threads")?;
+        Ok(Threads { pool })
+    }
+}
+
+impl qformer_core::Executor for Threads {
+    fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+    fn for_each_chunk(&self, out: &mut [f32], chunk_len: usize, task: &(dyn Fn(usize, &mut [f32]) + Sync)) {
+        use rayon::prelude::*;
+        self.pool.install(|| out.par_chunks_mut(chunk_len.max(1)).enumerate().for_each(|(i, c)| task(i, c)));
+    }
+}
+
 /// Runs `batch` images of `m` tokens (`images` is `[batch, m, d_v]`) one after the other
-/// through one arena.
+/// through one arena, single-threaded, with the kernels the model carries (see
+/// [`detect_kernels`]).
 pub fn run_batch(
     model: &Model<'_>,
     images: &[f32],
     batch: usize,
     m: usize,
     capture_layers: bool,
+) -> Result<BatchOutput> {
+    run_batch_with(model, images, batch, m, capture_layers, &qformer_core::Sequential)
+}
+
+/// [`run_batch`] with the products spread over `exec` (e.g. [`Threads`]).
+pub fn run_batch_with(
+    model: &Model<'_>,
+    images: &[f32],
+    batch: usize,
+    m: usize,
+    capture_layers: bool,
+    exec: &dyn qformer_core::Executor,
 ) -> Result<BatchOutput> {
     let c = model.config();
     let (n, d, dv, p) =
@@ -118,7 +156,7 @@ pub fn run_batch(
             }
         };
         model
-            .forward_observed(image, m, arena.bytes_mut(), o, proj, &mut observer)
+            .forward_with(image, m, arena.bytes_mut(), o, proj, exec, &mut observer)
             .with_context(|| format!("image {b} of the batch"))?;
     }
     Ok(out)

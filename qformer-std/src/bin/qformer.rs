@@ -12,7 +12,7 @@ use qformer_core::{Model, Precision};
 use qformer_std::checkpoint::{self, LoadOptions};
 use qformer_std::io::{read_images, write_tensors, Images};
 use qformer_std::metrics::{agreement, Agreement};
-use qformer_std::runtime::{detect_kernels, run_batch, BlobBytes};
+use qformer_std::runtime::{detect_kernels, run_batch, run_batch_with, BlobBytes, Threads};
 use qformer_std::writer::{build_blob, BlobOptions};
 use qformer_std::{reference, report, synth};
 
@@ -39,6 +39,30 @@ enum Command {
         /// Output safetensors: `qformer_output` [B, N, d] and `projected` [B, N, d_llm].
         #[arg(long)]
         output: PathBuf,
+        /// Worker threads (0 = one per core). The output does not depend on it.
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+    },
+    /// Measure a blob's latency: warm-up, then repeated runs; median/min/max, throughput,
+    /// peak memory.
+    Bench {
+        /// The blob.
+        model: PathBuf,
+        /// Image features (default: one deterministic random image of the blob's maximum size).
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Worker threads (0 = one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Untimed runs first.
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        /// Timed runs.
+        #[arg(long, default_value_t = 10)]
+        iters: usize,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Compare a blob with the fp32 reference computed from the original checkpoint.
     Verify {
@@ -95,7 +119,10 @@ enum Preset {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { model, input, output } => run(&model, &input, &output),
+        Command::Run { model, input, output, threads } => run(&model, &input, &output, threads),
+        Command::Bench { model, input, threads, warmup, iters, json } => {
+            bench(&model, input.as_deref(), threads, warmup, iters, json)
+        }
         Command::Verify { model, reference, config, input, min_cosine } => {
             verify(&model, &reference, config, &input, min_cosine)
         }
@@ -127,12 +154,13 @@ fn check_input(model: &Model<'_>, images: &Images, path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn run(model_path: &Path, input: &Path, output: &Path) -> Result<()> {
+fn run(model_path: &Path, input: &Path, output: &Path, threads: usize) -> Result<()> {
     let blob = BlobBytes::open(model_path)?;
     let model = open_model(&blob, model_path)?;
     let images = read_images(input)?;
     check_input(&model, &images, input)?;
-    let out = run_batch(&model, &images.data, images.batch, images.tokens, false)?;
+    let pool = Threads::new(threads)?;
+    let out = run_batch_with(&model, &images.data, images.batch, images.tokens, false, &pool)?;
     let c = model.config();
     let (b, n) = (images.batch, c.num_queries as usize);
     let mut tensors = vec![("qformer_output", vec![b, n, c.hidden as usize], out.output.as_slice())];
@@ -201,6 +229,98 @@ fn verify(
         bail!("cosine similarity {worst:.7} is below --min-cosine {min_cosine}");
     }
     println!("ok: cosine >= {min_cosine}");
+    Ok(())
+}
+
+/// Peak resident memory of this process in bytes (Linux `VmHWM`), if known.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn bench(
+    model_path: &Path,
+    input: Option<&Path>,
+    threads: usize,
+    warmup: usize,
+    iters: usize,
+    json: bool,
+) -> Result<()> {
+    if iters == 0 {
+        bail!("--iters must be at least 1");
+    }
+    let blob = BlobBytes::open(model_path)?;
+    let model = open_model(&blob, model_path)?;
+    let c = *model.config();
+    let images = match input {
+        Some(p) => {
+            let images = read_images(p)?;
+            check_input(&model, &images, p)?;
+            images
+        }
+        None => {
+            let (m, dv) = (c.max_image_tokens as usize, c.encoder_hidden as usize);
+            Images { data: synth::images(1, 1, m, dv, &[], 1.0), batch: 1, tokens: m, dim: dv }
+        }
+    };
+    let pool = Threads::new(threads)?;
+    let run = || run_batch_with(&model, &images.data, images.batch, images.tokens, false, &pool);
+    for _ in 0..warmup {
+        run()?;
+    }
+    let mut ms = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        let t = Instant::now();
+        run()?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    ms.sort_by(f64::total_cmp);
+    let median = if iters % 2 == 1 { ms[iters / 2] } else { (ms[iters / 2 - 1] + ms[iters / 2]) / 2.0 };
+    let throughput = images.batch as f64 / (median / 1e3);
+    let rss = peak_rss();
+    let k = model.kernels();
+    let n_threads = qformer_core::Executor::threads(&pool);
+    if json {
+        println!(
+            "{{\"model\": {:?}, \"precision\": \"{}\", \"threads\": {n_threads}, \"batch\": {}, \"image_tokens\": {}, \"iters\": {iters}, \"median_ms\": {median:.3}, \"min_ms\": {:.3}, \"max_ms\": {:.3}, \"images_per_s\": {throughput:.3}, \"peak_rss_bytes\": {}, \"blob_bytes\": {}, \"arena_bytes\": {}, \"q8_kernel\": \"{}\", \"float_kernel\": \"{}\"}}",
+            model_path.display().to_string(),
+            model.precision().name(),
+            images.batch,
+            images.tokens,
+            ms[0],
+            ms[iters - 1],
+            rss.map_or("null".to_string(), |r| r.to_string()),
+            blob.bytes().len(),
+            model.arena_bytes(),
+            k.q8.name(),
+            k.f.name()
+        );
+    } else {
+        println!(
+            "{} ({}), {} image(s) of {} tokens, {n_threads} thread(s), kernels {} / {}",
+            model_path.display(),
+            model.precision().name(),
+            images.batch,
+            images.tokens,
+            k.q8.name(),
+            k.f.name()
+        );
+        println!(
+            "latency  median {median:.2} ms   min {:.2} ms   max {:.2} ms   ({iters} runs after {warmup} warm-up)",
+            ms[0],
+            ms[iters - 1]
+        );
+        println!("throughput {throughput:.2} images/s");
+        if let Some(r) = rss {
+            println!(
+                "peak RSS {} (blob is memory-mapped: {} of it counts once touched)",
+                report::bytes(r as usize),
+                report::bytes(blob.bytes().len())
+            );
+        }
+    }
     Ok(())
 }
 

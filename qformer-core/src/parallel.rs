@@ -1,0 +1,37 @@
+//! How the core spreads a matrix product over cores, without knowing about threads: the
+//! caller passes an [`Executor`] (no_std default: [`Sequential`]; `qformer-std` provides a
+//! thread pool). The core cuts each product's output into contiguous blocks of whole rows,
+//! and every output value is computed by the same code whatever the cut, so the result is
+//! identical for any number of threads.
+
+/// Runs a closure on disjoint chunks of an output buffer, possibly on several threads.
+pub trait Executor: Sync {
+    /// Number of chunks worth making (1 = no parallelism).
+    fn threads(&self) -> usize;
+
+    /// Calls `task(index, chunk)` once for each `chunk` of `out.chunks_mut(chunk_len)`, in
+    /// any order, on any thread, and returns when all calls have returned.
+    fn for_each_chunk(&self, out: &mut [f32], chunk_len: usize, task: &(dyn Fn(usize, &mut [f32]) + Sync));
+}
+
+/// Runs everything on the calling thread.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sequential;
+
+impl Executor for Sequential {
+    fn threads(&self) -> usize {
+        1
+    }
+    fn for_each_chunk(&self, out: &mut [f32], chunk_len: usize, task: &(dyn Fn(usize, &mut [f32]) + Sync)) {
+        for (i, c) in out.chunks_mut(chunk_len.max(1)).enumerate() {
+            task(i, c);
+        }
+    }
+}
+
+/// Rows per chunk when `rows` rows are spread over `threads`: even (so 2-row tiles are never
+/// split), at least 2.
+pub fn rows_per_chunk(rows: usize, threads: usize) -> usize {
+    let per = rows.div_ceil(threads.max(1));
+    (per + per % 2).max(2)
+}
