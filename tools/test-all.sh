@@ -47,3 +47,11 @@ for cpu in cortex-a72 cortex-a76 max; do
     --target aarch64-unknown-linux-gnu --target-dir target/cross -- --nocapture 2>&1 | grep -vE '^\s+(Compiling|Finished|Running)'
   test "${PIPESTATUS[0]}" -eq 0
 done
+
+step "qformer for the Raspberry Pi (aarch64-unknown-linux-gnu): demo under qemu-aarch64 as Pi 4 (Cortex-A72) and Pi 5 (Cortex-A76)"
+RUSTC=/usr/bin/rustc /usr/bin/cargo build --quiet --release -p qformer-std --bin qformer -Zbuild-std=std,panic_abort \
+  --target aarch64-unknown-linux-gnu --target-dir target/cross
+for cpu in cortex-a72 cortex-a76; do
+  echo "-- cpu $cpu"
+  timeout 600 qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu "$cpu" target/cross/aarch64-unknown-linux-gnu/release/qformer demo --runs 1
+done

@@ -88,7 +88,11 @@ enum Command {
     },
     /// Build a small model with deterministic weights, quantize it to every dtype, run and
     /// compare (no files needed).
-    Demo,
+    Demo {
+        /// Timed runs per dtype (the median is shown).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// Write a synthetic checkpoint (Hugging Face layout, deterministic random weights at
     /// Hugging Face's initialisation) and an input file, for trying the tools at full size.
     Synth {
@@ -127,7 +131,7 @@ fn main() -> ExitCode {
             verify(&model, &reference, config, &input, min_cosine)
         }
         Command::Inspect { model } => inspect(&model),
-        Command::Demo => demo(),
+        Command::Demo { runs } => demo(runs.max(1)),
         Command::Synth { dir, preset, batch, outliers, seed } => synth_checkpoint(&dir, preset, batch, &outliers, seed),
     };
     match result {
@@ -349,7 +353,7 @@ fn synth_checkpoint(dir: &Path, preset: Preset, batch: usize, outliers: &[usize]
     Ok(())
 }
 
-fn demo() -> Result<()> {
+fn demo(runs: usize) -> Result<()> {
     let spec = synth::Spec::hf_init(synth::DEMO, 2024);
     let weights = spec.build();
     let c = weights.config;
@@ -374,7 +378,7 @@ fn demo() -> Result<()> {
         let model = Model::from_blob(blob.bytes())?.with_kernels(detect_kernels());
         let mut times = Vec::new();
         let mut out = None;
-        for _ in 0..5 {
+        for _ in 0..runs {
             let t = Instant::now();
             out = Some(run_batch(&model, &images, b, m, false)?);
             times.push(t.elapsed().as_secs_f64() * 1e3 / b as f64);
@@ -391,6 +395,6 @@ fn demo() -> Result<()> {
             a.max_abs
         );
     }
-    println!("\n(cosine and max abs error of qformer_output against the fp32 reference; time: median of 5 runs, one thread; int8 GEMM: {})", detect_kernels().q8.name());
+    println!("\n(cosine and max abs error of qformer_output against the fp32 reference; time: median of {runs} runs, one thread; int8 GEMM: {})", detect_kernels().q8.name());
     Ok(())
 }

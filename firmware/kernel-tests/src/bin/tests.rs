@@ -38,7 +38,7 @@ fn main() -> ! {
     // them), so the exclusive references are unique.
     let (scratch, arena, image, out) = unsafe {
         (
-            &mut (*core::ptr::addr_of_mut!(SCRATCH)).0[..],
+            &mut (&mut *core::ptr::addr_of_mut!(SCRATCH)).0[..],
             (*core::ptr::addr_of_mut!(ARENA)).as_mut_slice(),
             &mut *core::ptr::addr_of_mut!(IMAGE),
             &mut *core::ptr::addr_of_mut!(OUT),
@@ -72,7 +72,10 @@ fn main() -> ! {
 /// Runs the tiny int8 model with `q8` and compares the output bytes with the host's.
 fn tiny_model(q8: Q8Gemm, arena: &mut [u8], image: &mut [f32], out: &mut [f32]) -> bool {
     let model = match Model::from_blob(&TINY_BLOB.0) {
-        Ok(m) => m.with_kernels(Kernels { q8 }),
+        Ok(m) => {
+            let kernels = Kernels { q8, ..*m.kernels() };
+            m.with_kernels(kernels)
+        }
         Err(e) => {
             hprintln!("FAIL: tiny model: from_blob: {}", e);
             return false;
