@@ -28,6 +28,7 @@ impl OwnedQ {
         let mut values = vec![0i8; rows * stride];
         let mut scales = vec![0f32; rows * stride / group];
         quantize_rows(
+            qformer_core::kernels::quant::Quantizer::SCALAR,
             Strided { data: &f, rows, cols, row_stride: cols, col_stride: 1 },
             group,
             &mut values,

@@ -7,11 +7,7 @@ use qformer_benches::{random_f32, OwnedQ, BLIP2_SHAPES};
 use qformer_core::kernels::gemm::{Q8Gemm, Shape};
 
 fn int8_gemm(c: &mut Criterion) {
-    let mut variants = vec![Q8Gemm::SCALAR];
-    let detected = qformer_std::runtime::detect_kernels().q8;
-    if detected.name() != Q8Gemm::SCALAR.name() {
-        variants.push(detected);
-    }
+    let variants = qformer_std::runtime::q8_variants();
     let mut g = c.benchmark_group("gemm_q8");
     g.sample_size(10).measurement_time(std::time::Duration::from_secs(3));
     for (name, m, n, k) in BLIP2_SHAPES {

@@ -460,7 +460,7 @@ impl<'a> Model<'a> {
                         row[c as usize] = 0.0;
                     }
                     let one = Strided { data: row, rows: 1, cols: dv, row_stride: dv, col_stride: 1 };
-                    quant::quantize_rows(one, group, &mut zv[r * stride..], &mut zs[r * stride / group..]);
+                    quant::quantize_rows(self.kernels.quant, one, group, &mut zv[r * stride..], &mut zs[r * stride / group..]);
                 }
                 let q = QRows { values: &zv[..m * stride], scales: &zs[..m * stride / group], stride, group };
                 Image { input: Input::Q(q), tokens: m, outliers: &outliers, outlier_values: &zo[..m * count] }
@@ -492,7 +492,7 @@ impl<'a> Model<'a> {
         match self.precision {
             Precision::Int8 => {
                 let src = Strided { data: x, rows, cols, row_stride: cols, col_stride: 1 };
-                Input::Q(quant::quantize_rows(src, self.header.group_size as usize, qv, qs))
+                Input::Q(quant::quantize_rows(self.kernels.quant, src, self.header.group_size as usize, qv, qs))
             }
             _ => Input::F32(x),
         }
@@ -535,7 +535,7 @@ impl<'a> Model<'a> {
                 let (vt_v, vt_s) = carve.q(p.vtq)?;
                 let (hq_v, hq_s) = carve.q(p.head_qq)?;
                 let (pq_v, pq_s) = carve.q(p.pq)?;
-                let xin = quant::quantize_rows(
+                let xin = quant::quantize_rows(self.kernels.quant, 
                     Strided { data: x, rows: n, cols: d, row_stride: d, col_stride: 1 },
                     group,
                     xv,
@@ -553,17 +553,17 @@ impl<'a> Model<'a> {
                 for h in 0..heads {
                     let (ov, os) = (h * t * kq_stride, h * t * kq_stride / group);
                     let src = Strided { data: &kbuf[h * dh..], rows: t, cols: dh, row_stride: d, col_stride: 1 };
-                    quant::quantize_rows(src, group, &mut kv_v[ov..], &mut kv_s[os..]);
+                    quant::quantize_rows(self.kernels.quant, src, group, &mut kv_v[ov..], &mut kv_s[os..]);
                 }
                 wv.apply(&self.kernels, exec, src, t, kbuf, d);
                 wv.add_outlier_columns(&image, kbuf, d);
                 for h in 0..heads {
                     let (ov, os) = (h * dh * vt_stride, h * dh * vt_stride / group);
                     let src = Strided { data: &kbuf[h * dh..], rows: dh, cols: t, row_stride: 1, col_stride: d };
-                    quant::quantize_rows(src, group, &mut vt_v[ov..], &mut vt_s[os..]);
+                    quant::quantize_rows(self.kernels.quant, src, group, &mut vt_v[ov..], &mut vt_s[os..]);
                 }
                 for h in 0..heads {
-                    let qh = quant::quantize_rows(
+                    let qh = quant::quantize_rows(self.kernels.quant, 
                         Strided { data: &q[h * dh..], rows: n, cols: dh, row_stride: d, col_stride: 1 },
                         group,
                         hq_v,
@@ -577,7 +577,7 @@ impl<'a> Model<'a> {
                     };
                     self.kernels.q8.run(&qh, &kh, None, scores, Shape::new(n, t, dh));
                     norm::softmax_rows(&mut scores[..n * t], t, scale);
-                    let ph = quant::quantize_rows(
+                    let ph = quant::quantize_rows(self.kernels.quant, 
                         Strided { data: scores, rows: n, cols: t, row_stride: t, col_stride: 1 },
                         group,
                         pq_v,
@@ -592,7 +592,7 @@ impl<'a> Model<'a> {
                     self.kernels.q8.run(&ph, &vh, None, &mut ctx[h * dh..], Shape { m: n, n: dh, k: t, ldo: d });
                 }
                 // The quantized input is dead: the context reuses its buffers.
-                let cin = quant::quantize_rows(
+                let cin = quant::quantize_rows(self.kernels.quant, 
                     Strided { data: ctx, rows: n, cols: d, row_stride: d, col_stride: 1 },
                     group,
                     xv,

@@ -17,6 +17,15 @@ fn q8_variants() -> Vec<Q8Gemm> {
         // SAFETY: AVX2 was just detected.
         v.push(unsafe { gemm::x86::avx2_unchecked() });
     }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512vl")
+        && std::arch::is_x86_feature_detected!("avx512vnni")
+    {
+        // SAFETY: the four features were just detected.
+        v.push(unsafe { gemm::x86::vnni_unchecked() });
+    }
     #[cfg(target_arch = "aarch64")]
     {
         if std::arch::is_aarch64_feature_detected!("dotprod") {
@@ -57,6 +66,23 @@ fn every_float_variant_is_within_the_bound_of_scalar() {
 }
 
 #[test]
+fn every_quantizer_matches_scalar_bit_for_bit() {
+    use crate::kernels::quant::Quantizer;
+    let mut v = vec![Quantizer::SCALAR, Quantizer::COMPILED];
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was just detected.
+        v.push(unsafe { crate::kernels::quant::x86::avx2_unchecked() });
+    }
+    v.dedup_by_key(|q| q.name());
+    let mut scratch = vec![0u8; 6 * 3072 + 128];
+    for q in v {
+        let n = crate::kernels::testing::quant_sweep(q, &mut scratch).unwrap_or_else(|m| panic!("{m:?}"));
+        std::println!("{}: {n} groups bit-exact", q.name());
+    }
+}
+
+#[test]
 fn every_q8_variant_matches_scalar_bit_for_bit() {
     let mut scratch = vec![0u8; q8_scratch_bytes(&Q8_SHAPES) + 64];
     let variants = q8_variants();
@@ -90,7 +116,13 @@ fn int8_model_output_bytes_equal_the_host_reference_with_every_kernel() {
     let mut arena = vec![0u128; model.arena_bytes() / 16 + 1];
     let arena = bytemuck::cast_slice_mut::<u128, u8>(&mut arena);
     for q8 in q8_variants() {
-        let model = model.with_kernels(Kernels { q8, ..Kernels::COMPILED });
+        let mut kernels = Kernels { q8, ..Kernels::COMPILED };
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 was just detected.
+            kernels.quant = unsafe { crate::kernels::quant::x86::avx2_unchecked() };
+        }
+        let model = model.with_kernels(kernels);
         let mut out = vec![0f32; (c.num_queries * c.hidden) as usize];
         let mut proj = vec![0f32; (c.num_queries * c.projection_dim) as usize];
         model.forward(&image, m, arena, &mut out, Some(&mut proj)).expect("forward");

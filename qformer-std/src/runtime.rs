@@ -165,26 +165,65 @@ pub fn run_batch_with(
 /// The best kernels for this CPU, detected at run time (the no_std core can only use what
 /// is enabled at compile time).
 pub fn detect_kernels() -> qformer_core::kernels::Kernels {
-    #[allow(unused_mut)]
     let mut k = qformer_core::kernels::Kernels::COMPILED;
+    // `q8_variants` lists the variants in increasing order of speed.
+    if let Some(best) = q8_variants().last() {
+        k.q8 = *best;
+    }
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
+    if x86_has("avx2") {
         // SAFETY: AVX2 was just detected on this CPU.
-        k.q8 = unsafe { qformer_core::kernels::gemm::x86::avx2_unchecked() };
-        if std::arch::is_x86_feature_detected!("fma") && std::arch::is_x86_feature_detected!("f16c") {
-            // SAFETY: AVX2, FMA and F16C were just detected on this CPU.
-            k.f = unsafe { qformer_core::kernels::gemm::x86::f_avx2_unchecked() };
+        k.quant = unsafe { qformer_core::kernels::quant::x86::avx2_unchecked() };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if ["avx2", "fma", "f16c"].iter().all(|f| x86_has(f)) {
+        // SAFETY: AVX2, FMA and F16C were just detected on this CPU.
+        k.f = unsafe { qformer_core::kernels::gemm::x86::f_avx2_unchecked() };
+    }
+    k
+}
+
+/// Every int8 GEMM variant this CPU can run, scalar first (for benchmarks and reports).
+pub fn q8_variants() -> Vec<qformer_core::kernels::gemm::Q8Gemm> {
+    use qformer_core::kernels::gemm;
+    #[allow(unused_mut)]
+    let mut v: Vec<gemm::Q8Gemm> = gemm::compiled_variants().to_vec();
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 was just detected.
+            v.push(unsafe { gemm::x86::avx2_unchecked() });
+        }
+        if ["avx512f", "avx512bw", "avx512vl", "avx512vnni"].iter().all(|f| x86_has(f)) {
+            // SAFETY: the four features were just detected.
+            v.push(unsafe { gemm::x86::vnni_unchecked() });
         }
     }
     #[cfg(target_arch = "aarch64")]
     {
+        if std::arch::is_aarch64_feature_detected!("dotprod") {
+            // SAFETY: dotprod was just detected.
+            v.push(unsafe { gemm::neon::sdot_unchecked() });
+        }
         if std::arch::is_aarch64_feature_detected!("i8mm") {
-            // SAFETY: i8mm was just detected on this CPU.
-            k.q8 = unsafe { qformer_core::kernels::gemm::neon::i8mm_unchecked() };
-        } else if std::arch::is_aarch64_feature_detected!("dotprod") {
-            // SAFETY: dotprod was just detected on this CPU.
-            k.q8 = unsafe { qformer_core::kernels::gemm::neon::sdot_unchecked() };
+            // SAFETY: i8mm was just detected.
+            v.push(unsafe { gemm::neon::i8mm_unchecked() });
         }
     }
-    k
+    v.dedup_by_key(|k| k.name());
+    v
+}
+
+#[cfg(target_arch = "x86_64")]
+fn x86_has(feature: &str) -> bool {
+    match feature {
+        "avx2" => std::arch::is_x86_feature_detected!("avx2"),
+        "avx512f" => std::arch::is_x86_feature_detected!("avx512f"),
+        "avx512bw" => std::arch::is_x86_feature_detected!("avx512bw"),
+        "avx512vl" => std::arch::is_x86_feature_detected!("avx512vl"),
+        "avx512vnni" => std::arch::is_x86_feature_detected!("avx512vnni"),
+        "fma" => std::arch::is_x86_feature_detected!("fma"),
+        "f16c" => std::arch::is_x86_feature_detected!("f16c"),
+        _ => false,
+    }
 }

@@ -23,13 +23,16 @@ pub struct Kernels {
     pub q8: gemm::Q8Gemm,
     /// The f32/fp16 GEMM.
     pub f: gemm::FGemm,
+    /// The activation quantizer.
+    pub quant: quant::Quantizer,
 }
 
 impl Kernels {
     /// Portable scalar kernels only.
-    pub const SCALAR: Kernels = Kernels { q8: gemm::Q8Gemm::SCALAR, f: gemm::FGemm::SCALAR };
+    pub const SCALAR: Kernels = Kernels { q8: gemm::Q8Gemm::SCALAR, f: gemm::FGemm::SCALAR, quant: quant::Quantizer::SCALAR };
     /// The best variants whose CPU features are enabled at compile time.
-    pub const COMPILED: Kernels = Kernels { q8: gemm::Q8Gemm::COMPILED, f: gemm::FGemm::COMPILED };
+    pub const COMPILED: Kernels =
+        Kernels { q8: gemm::Q8Gemm::COMPILED, f: gemm::FGemm::COMPILED, quant: quant::Quantizer::COMPILED };
 }
 
 /// A row-quantized int8 matrix: `rows` rows of `stride` values (columns beyond the logical

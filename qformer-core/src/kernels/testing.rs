@@ -247,3 +247,54 @@ pub fn f_sweep(
     }
     Ok(shapes.len())
 }
+
+/// Group lengths of the quantizer sweep (the last group of a row may be shorter).
+pub const QUANT_LENGTHS: [usize; 9] = [0, 1, 7, 8, 16, 24, 32, 64, 3072];
+
+/// The first difference between a quantizer variant and scalar.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QuantMismatch {
+    /// Variant name.
+    pub variant: &'static str,
+    /// Group length.
+    pub len: usize,
+    /// Index of the differing value (`usize::MAX` for the scale).
+    pub at: usize,
+}
+
+/// Compares `variant` with [`Quantizer::SCALAR`](super::quant::Quantizer::SCALAR) on random
+/// groups, all-zero groups, and groups whose scaled values fall exactly on .5 ties. `scratch`
+/// must hold `4 * 3072 + 2 * 3072 + 64` bytes.
+pub fn quant_sweep(variant: super::quant::Quantizer, scratch: &mut [u8]) -> Result<usize, QuantMismatch> {
+    let mut rng = Rng(0xfeed_beef);
+    let mut cases = 0;
+    for &len in &QUANT_LENGTHS {
+        for kind in 0..3 {
+            let mut rest: &mut [u8] = scratch;
+            let src: &mut [f32] = bytemuck::cast_slice_mut(take(&mut rest, 4 * len));
+            let got: &mut [i8] = bytemuck::cast_slice_mut(take(&mut rest, len));
+            let want: &mut [i8] = bytemuck::cast_slice_mut(take(&mut rest, len));
+            for (i, v) in src.iter_mut().enumerate() {
+                *v = match kind {
+                    0 => (rng.scale() - 0.5) * 7.0,
+                    1 => 0.0,
+                    // max|x| = 127 makes the scaled value x itself: exact .5 ties.
+                    _ => ((i % 255) as f32 - 127.0) + if i % 3 == 0 { 0.5 } else { -0.5 },
+                };
+            }
+            if kind == 2 && len > 0 {
+                src[0] = 127.0;
+            }
+            let sg = variant.group(src, got);
+            let sw = super::quant::Quantizer::SCALAR.group(src, want);
+            if sg.to_bits() != sw.to_bits() {
+                return Err(QuantMismatch { variant: variant.name(), len, at: usize::MAX });
+            }
+            if let Some(at) = got.iter().zip(want.iter()).position(|(a, b)| a != b) {
+                return Err(QuantMismatch { variant: variant.name(), len, at });
+            }
+            cases += 1;
+        }
+    }
+    Ok(cases)
+}

@@ -212,3 +212,102 @@ fn fgemm_f16(a: &[f32], w: &[half::f16], bias: Option<&[f32]>, out: &mut [f32], 
     // SAFETY: as `fgemm_f32`.
     unsafe { fgemm(a, w, bias, out, s) }
 }
+
+/// The AVX-512 VNNI variant (Intel Ice Lake+, AMD Zen 4+) on a CPU known at run time to have
+/// AVX512F, AVX512BW, AVX512VL and AVX512-VNNI.
+///
+/// # Safety
+/// The CPU running the returned kernel must support those four features.
+pub unsafe fn vnni_unchecked() -> Q8Gemm {
+    Q8Gemm::new(VNNI_NAME, gemm_q8_vnni)
+}
+
+const VNNI_NAME: &str = "avx512vnni_gemm_q8_4x4";
+
+fn gemm_q8_vnni(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
+    if a.group % 32 != 0 {
+        return scalar::gemm_q8(a, w, bias, out, s);
+    }
+    // SAFETY: reachable only through `vnni_unchecked`, whose caller guarantees the features;
+    // `Q8Gemm::run` checked the operand bounds the kernel relies on.
+    unsafe { vnni_kernel(a, w, bias, out, s) }
+}
+
+/// Lane-wise horizontal sums: `out[k] = sum of the 8 lanes of v[k]` for 8 vectors.
+#[target_feature(enable = "avx2")]
+unsafe fn reduce8_arr(v: [__m256i; 8]) -> __m256i {
+    // SAFETY: AVX2 is enabled for this function.
+    unsafe { reduce8(&v) }
+}
+
+/// 4 rows x 4 columns per tile with `vpdpbusd` (u8 x i8, 4-way dot into i32 lanes). The
+/// activations are shifted to unsigned, `a + 128`, and the shift is taken back exactly with
+/// the weights' group sums: `sum(a w) = sum((a + 128) w) - 128 sum(w)`, all in i32.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
+unsafe fn vnni_kernel(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
+    let (stride, group) = (a.stride, a.group);
+    let groups = stride / group;
+    let (m4, n4) = (s.m / 4 * 4, s.n / 4 * 4);
+    let shift = _mm256_set1_epi8(-128); // xor with 0x80 adds 128 as u8
+    let ones = _mm256_set1_epi8(1);
+    for i in (0..m4).step_by(4) {
+        for j in (0..n4).step_by(4) {
+            let mut facc = [_mm_setzero_ps(); 4]; // per row, lanes = 4 columns
+            for g in 0..groups {
+                let mut acc = [[_mm256_setzero_si256(); 4]; 4];
+                let mut wsum = [_mm256_setzero_si256(); 4];
+                for k in (g * group..(g + 1) * group).step_by(32) {
+                    // SAFETY: rows i..i+4 of `a` and j..j+4 of `w` hold `stride >= k + 32`
+                    // bytes (checked by `Q8Gemm::run`).
+                    unsafe {
+                        let x: [__m256i; 4] = core::array::from_fn(|r| {
+                            _mm256_xor_si256(_mm256_loadu_si256(a.values.as_ptr().add((i + r) * stride + k) as *const __m256i), shift)
+                        });
+                        for c in 0..4 {
+                            let y = _mm256_loadu_si256(w.values.as_ptr().add((j + c) * stride + k) as *const __m256i);
+                            wsum[c] = _mm256_dpbusd_epi32(wsum[c], ones, y);
+                            for r in 0..4 {
+                                acc[r][c] = _mm256_dpbusd_epi32(acc[r][c], x[r], y);
+                            }
+                        }
+                    }
+                }
+                // dots[r] lanes 0..4 = columns j..j+4 of row i+r (lanes 4..8 = rows r+... see below).
+                // SAFETY: AVX2 is enabled for this function.
+                let (d01, d23, ws) = unsafe {
+                    (
+                        reduce8_arr([acc[0][0], acc[0][1], acc[0][2], acc[0][3], acc[1][0], acc[1][1], acc[1][2], acc[1][3]]),
+                        reduce8_arr([acc[2][0], acc[2][1], acc[2][2], acc[2][3], acc[3][0], acc[3][1], acc[3][2], acc[3][3]]),
+                        reduce8_arr([wsum[0], wsum[1], wsum[2], wsum[3], wsum[0], wsum[1], wsum[2], wsum[3]]),
+                    )
+                };
+                let corr = _mm256_slli_epi32(ws, 7); // 128 * sum(w), lanes = columns, twice
+                let d01 = _mm256_sub_epi32(d01, corr);
+                let d23 = _mm256_sub_epi32(d23, corr);
+                let dots = [
+                    _mm256_castsi256_si128(d01),
+                    _mm256_extracti128_si256(d01, 1),
+                    _mm256_castsi256_si128(d23),
+                    _mm256_extracti128_si256(d23, 1),
+                ];
+                let sw: [f32; 4] = core::array::from_fn(|c| w.scales[(j + c) * groups + g]);
+                // SAFETY: `sw` holds 4 f32.
+                let swv = unsafe { _mm_loadu_ps(sw.as_ptr()) };
+                for r in 0..4 {
+                    let scale = _mm_mul_ps(_mm_set1_ps(a.scales[(i + r) * groups + g]), swv);
+                    facc[r] = _mm_add_ps(facc[r], _mm_mul_ps(scale, _mm_cvtepi32_ps(dots[r])));
+                }
+            }
+            for (r, f) in facc.iter().enumerate() {
+                let mut v = [0f32; 4];
+                // SAFETY: `v` holds 4 f32.
+                unsafe { _mm_storeu_ps(v.as_mut_ptr(), *f) };
+                for (c, x) in v.iter().enumerate() {
+                    out[(i + r) * s.ldo + j + c] = x + bias.map_or(0.0, |b| b[j + c]);
+                }
+            }
+        }
+    }
+    scalar::gemm_q8_block(a, w, bias, out, s, 0..m4, n4..s.n);
+    scalar::gemm_q8_block(a, w, bias, out, s, m4..s.m, 0..s.n);
+}

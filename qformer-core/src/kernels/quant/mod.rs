@@ -4,7 +4,54 @@
 
 use super::QRows;
 
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+pub mod neon;
 pub mod scalar;
+#[cfg(target_arch = "x86_64")]
+pub mod x86;
+
+/// Signature of a group quantizer: quantizes `src` (at most `out.len()` values, contiguous)
+/// into `out`, zero-filling the rest, and returns the scale.
+pub type GroupFn = fn(&[f32], &mut [i8]) -> f32;
+
+/// One implementation of the group quantizer. Every variant gives bit-for-bit what
+/// [`scalar::quantize_group`] gives (it is part of the int8 path's determinism).
+#[derive(Clone, Copy, Debug)]
+pub struct Quantizer {
+    name: &'static str,
+    run: GroupFn,
+}
+
+impl Quantizer {
+    /// The portable reference.
+    pub const SCALAR: Quantizer = Quantizer { name: "scalar_quant_i8", run: scalar::quantize_slice };
+    /// The best variant enabled at compile time.
+    pub const COMPILED: Quantizer = compiled();
+
+    pub(crate) const fn new(name: &'static str, run: GroupFn) -> Quantizer {
+        Quantizer { name, run }
+    }
+
+    /// The variant's name.
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Quantizes one contiguous group; see [`GroupFn`].
+    pub fn group(&self, src: &[f32], out: &mut [i8]) -> f32 {
+        assert!(src.len() <= out.len());
+        (self.run)(src, out)
+    }
+}
+
+const fn compiled() -> Quantizer {
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    return neon::NEON;
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+    return x86::AVX2;
+    #[allow(unreachable_code)]
+    Quantizer::SCALAR
+}
 
 /// A strided f32 source matrix: element `(r, c)` is `data[r * row_stride + c * col_stride]`.
 /// `col_stride = 1` reads rows, `row_stride = 1` reads a transpose.
@@ -24,9 +71,31 @@ pub struct Strided<'a> {
 
 /// Quantizes `src` into `values` (`rows * stride`, `stride = round_up(cols, group)`) and
 /// `scales` (`rows * stride / group`); returns the view.
-pub fn quantize_rows<'a>(src: Strided<'_>, group: usize, values: &'a mut [i8], scales: &'a mut [f32]) -> QRows<'a> {
+///
+/// Row-contiguous sources (`col_stride == 1`) go through `quantizer`; strided ones (a
+/// transpose) through the scalar code.
+pub fn quantize_rows<'a>(
+    quantizer: Quantizer,
+    src: Strided<'_>,
+    group: usize,
+    values: &'a mut [i8],
+    scales: &'a mut [f32],
+) -> QRows<'a> {
     let stride = src.cols.div_ceil(group) * group;
-    debug_assert!(values.len() >= src.rows * stride && scales.len() >= src.rows * stride / group);
-    scalar::quantize_rows(src, group, stride, values, scales);
+    let groups = stride / group;
+    assert!(values.len() >= src.rows * stride && scales.len() >= src.rows * groups);
+    if src.col_stride == 1 {
+        for r in 0..src.rows {
+            for g in 0..groups {
+                let c0 = g * group;
+                let len = src.cols.saturating_sub(c0).min(group);
+                let at = r * src.row_stride + c0;
+                let out = &mut values[r * stride + c0..r * stride + c0 + group];
+                scales[r * groups + g] = quantizer.group(&src.data[at..at + len], out);
+            }
+        }
+    } else {
+        scalar::quantize_rows(src, group, stride, values, scales);
+    }
     QRows { values: &values[..src.rows * stride], scales: &scales[..src.rows * stride / group], stride, group }
 }

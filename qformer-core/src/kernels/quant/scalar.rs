@@ -21,6 +21,11 @@ pub fn quantize_group(get: impl Fn(usize) -> f32, len: usize, out: &mut [i8]) ->
     amax / 127.0
 }
 
+/// [`quantize_group`] of a contiguous slice (the scalar [`super::Quantizer`]).
+pub fn quantize_slice(src: &[f32], out: &mut [i8]) -> f32 {
+    quantize_group(|i| src[i], src.len(), out)
+}
+
 /// See [`super::quantize_rows`].
 pub fn quantize_rows(src: Strided<'_>, group: usize, stride: usize, values: &mut [i8], scales: &mut [f32]) {
     let groups = stride / group;
