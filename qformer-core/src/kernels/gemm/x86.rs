@@ -66,34 +66,38 @@ unsafe fn kernel(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [
     let (stride, group) = (a.stride, a.group);
     let groups = stride / group;
     let n8 = s.n / 8 * 8;
-    for i in 0..s.m {
-        let ar = &a.values[i * stride..(i + 1) * stride];
-        for j in (0..n8).step_by(8) {
-            let wp: [*const i8; 8] = core::array::from_fn(|c| w.values[(j + c) * stride..].as_ptr());
-            let mut facc = _mm256_setzero_ps();
-            for g in 0..groups {
-                let mut acc = [_mm256_setzero_si256(); 8];
-                for k in (g * group..(g + 1) * group).step_by(32) {
-                    // SAFETY: `k + 32 <= stride`: rows `j..j + 8` of `w` and row `i` of `a`
-                    // hold `stride` bytes each (checked by `Q8Gemm::run`).
-                    unsafe {
-                        let x = _mm256_loadu_si256(ar.as_ptr().add(k) as *const __m256i);
-                        step(x, wp, k, &mut acc);
+    // Blocks of 64 weight rows stay in L2 while every activation row passes over them.
+    for jb in (0..n8).step_by(64) {
+        for i in 0..s.m {
+            let ar = &a.values[i * stride..(i + 1) * stride];
+            for j in (jb..n8.min(jb + 64)).step_by(8) {
+                let wp: [*const i8; 8] = core::array::from_fn(|c| w.values[(j + c) * stride..].as_ptr());
+                let mut facc = _mm256_setzero_ps();
+                for g in 0..groups {
+                    let mut acc = [_mm256_setzero_si256(); 8];
+                    for k in (g * group..(g + 1) * group).step_by(32) {
+                        // SAFETY: `k + 32 <= stride`: rows `j..j + 8` of `w` and row `i` of `a`
+                        // hold `stride` bytes each (checked by `Q8Gemm::run`).
+                        unsafe {
+                            let x = _mm256_loadu_si256(ar.as_ptr().add(k) as *const __m256i);
+                            step(x, wp, k, &mut acc);
+                        }
                     }
+                    // SAFETY: AVX2 is enabled for this function.
+                    let dots = unsafe { reduce8(&acc) };
+                    let sw: [f32; 8] = core::array::from_fn(|c| w.scales[(j + c) * groups + g]);
+                    // SAFETY: `sw` holds 8 f32.
+                    let scale = _mm256_mul_ps(_mm256_set1_ps(a.scales[i * groups + g]), unsafe {
+                        _mm256_loadu_ps(sw.as_ptr())
+                    });
+                    facc = _mm256_add_ps(facc, _mm256_mul_ps(scale, _mm256_cvtepi32_ps(dots)));
                 }
-                // SAFETY: AVX2 is enabled for this function.
-                let dots = unsafe { reduce8(&acc) };
-                let sw: [f32; 8] = core::array::from_fn(|c| w.scales[(j + c) * groups + g]);
-                // SAFETY: `sw` holds 8 f32.
-                let scale =
-                    _mm256_mul_ps(_mm256_set1_ps(a.scales[i * groups + g]), unsafe { _mm256_loadu_ps(sw.as_ptr()) });
-                facc = _mm256_add_ps(facc, _mm256_mul_ps(scale, _mm256_cvtepi32_ps(dots)));
-            }
-            let mut v = [0f32; 8];
-            // SAFETY: `v` holds 8 f32.
-            unsafe { _mm256_storeu_ps(v.as_mut_ptr(), facc) };
-            for (c, x) in v.iter().enumerate() {
-                out[i * s.ldo + j + c] = x + bias.map_or(0.0, |b| b[j + c]);
+                let mut v = [0f32; 8];
+                // SAFETY: `v` holds 8 f32.
+                unsafe { _mm256_storeu_ps(v.as_mut_ptr(), facc) };
+                for (c, x) in v.iter().enumerate() {
+                    out[i * s.ldo + j + c] = x + bias.map_or(0.0, |b| b[j + c]);
+                }
             }
         }
     }
@@ -250,60 +254,71 @@ unsafe fn vnni_kernel(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &
     let (m4, n4) = (s.m / 4 * 4, s.n / 4 * 4);
     let shift = _mm256_set1_epi8(-128); // xor with 0x80 adds 128 as u8
     let ones = _mm256_set1_epi8(1);
-    for i in (0..m4).step_by(4) {
-        for j in (0..n4).step_by(4) {
-            let mut facc = [_mm_setzero_ps(); 4]; // per row, lanes = 4 columns
-            for g in 0..groups {
-                let mut acc = [[_mm256_setzero_si256(); 4]; 4];
-                let mut wsum = [_mm256_setzero_si256(); 4];
-                for k in (g * group..(g + 1) * group).step_by(32) {
-                    // SAFETY: rows i..i+4 of `a` and j..j+4 of `w` hold `stride >= k + 32`
-                    // bytes (checked by `Q8Gemm::run`).
-                    unsafe {
-                        let x: [__m256i; 4] = core::array::from_fn(|r| {
-                            _mm256_xor_si256(_mm256_loadu_si256(a.values.as_ptr().add((i + r) * stride + k) as *const __m256i), shift)
-                        });
-                        for c in 0..4 {
-                            let y = _mm256_loadu_si256(w.values.as_ptr().add((j + c) * stride + k) as *const __m256i);
-                            wsum[c] = _mm256_dpbusd_epi32(wsum[c], ones, y);
-                            for r in 0..4 {
-                                acc[r][c] = _mm256_dpbusd_epi32(acc[r][c], x[r], y);
+    // Blocks of 64 weight rows stay in L2 while every activation row passes over them.
+    for jb in (0..n4).step_by(64) {
+        for i in (0..m4).step_by(4) {
+            for j in (jb..n4.min(jb + 64)).step_by(4) {
+                let mut facc = [_mm_setzero_ps(); 4]; // per row, lanes = 4 columns
+                for g in 0..groups {
+                    let mut acc = [[_mm256_setzero_si256(); 4]; 4];
+                    let mut wsum = [_mm256_setzero_si256(); 4];
+                    for k in (g * group..(g + 1) * group).step_by(32) {
+                        // SAFETY: rows i..i+4 of `a` and j..j+4 of `w` hold `stride >= k + 32`
+                        // bytes (checked by `Q8Gemm::run`).
+                        unsafe {
+                            let x: [__m256i; 4] = core::array::from_fn(|r| {
+                                _mm256_xor_si256(
+                                    _mm256_loadu_si256(a.values.as_ptr().add((i + r) * stride + k) as *const __m256i),
+                                    shift,
+                                )
+                            });
+                            for c in 0..4 {
+                                let y =
+                                    _mm256_loadu_si256(w.values.as_ptr().add((j + c) * stride + k) as *const __m256i);
+                                wsum[c] = _mm256_dpbusd_epi32(wsum[c], ones, y);
+                                for r in 0..4 {
+                                    acc[r][c] = _mm256_dpbusd_epi32(acc[r][c], x[r], y);
+                                }
                             }
                         }
                     }
+                    // dots[r] lanes 0..4 = columns j..j+4 of row i+r (lanes 4..8 = rows r+... see below).
+                    // SAFETY: AVX2 is enabled for this function.
+                    let (d01, d23, ws) = unsafe {
+                        (
+                            reduce8_arr([
+                                acc[0][0], acc[0][1], acc[0][2], acc[0][3], acc[1][0], acc[1][1], acc[1][2], acc[1][3],
+                            ]),
+                            reduce8_arr([
+                                acc[2][0], acc[2][1], acc[2][2], acc[2][3], acc[3][0], acc[3][1], acc[3][2], acc[3][3],
+                            ]),
+                            reduce8_arr([wsum[0], wsum[1], wsum[2], wsum[3], wsum[0], wsum[1], wsum[2], wsum[3]]),
+                        )
+                    };
+                    let corr = _mm256_slli_epi32(ws, 7); // 128 * sum(w), lanes = columns, twice
+                    let d01 = _mm256_sub_epi32(d01, corr);
+                    let d23 = _mm256_sub_epi32(d23, corr);
+                    let dots = [
+                        _mm256_castsi256_si128(d01),
+                        _mm256_extracti128_si256(d01, 1),
+                        _mm256_castsi256_si128(d23),
+                        _mm256_extracti128_si256(d23, 1),
+                    ];
+                    let sw: [f32; 4] = core::array::from_fn(|c| w.scales[(j + c) * groups + g]);
+                    // SAFETY: `sw` holds 4 f32.
+                    let swv = unsafe { _mm_loadu_ps(sw.as_ptr()) };
+                    for r in 0..4 {
+                        let scale = _mm_mul_ps(_mm_set1_ps(a.scales[(i + r) * groups + g]), swv);
+                        facc[r] = _mm_add_ps(facc[r], _mm_mul_ps(scale, _mm_cvtepi32_ps(dots[r])));
+                    }
                 }
-                // dots[r] lanes 0..4 = columns j..j+4 of row i+r (lanes 4..8 = rows r+... see below).
-                // SAFETY: AVX2 is enabled for this function.
-                let (d01, d23, ws) = unsafe {
-                    (
-                        reduce8_arr([acc[0][0], acc[0][1], acc[0][2], acc[0][3], acc[1][0], acc[1][1], acc[1][2], acc[1][3]]),
-                        reduce8_arr([acc[2][0], acc[2][1], acc[2][2], acc[2][3], acc[3][0], acc[3][1], acc[3][2], acc[3][3]]),
-                        reduce8_arr([wsum[0], wsum[1], wsum[2], wsum[3], wsum[0], wsum[1], wsum[2], wsum[3]]),
-                    )
-                };
-                let corr = _mm256_slli_epi32(ws, 7); // 128 * sum(w), lanes = columns, twice
-                let d01 = _mm256_sub_epi32(d01, corr);
-                let d23 = _mm256_sub_epi32(d23, corr);
-                let dots = [
-                    _mm256_castsi256_si128(d01),
-                    _mm256_extracti128_si256(d01, 1),
-                    _mm256_castsi256_si128(d23),
-                    _mm256_extracti128_si256(d23, 1),
-                ];
-                let sw: [f32; 4] = core::array::from_fn(|c| w.scales[(j + c) * groups + g]);
-                // SAFETY: `sw` holds 4 f32.
-                let swv = unsafe { _mm_loadu_ps(sw.as_ptr()) };
-                for r in 0..4 {
-                    let scale = _mm_mul_ps(_mm_set1_ps(a.scales[(i + r) * groups + g]), swv);
-                    facc[r] = _mm_add_ps(facc[r], _mm_mul_ps(scale, _mm_cvtepi32_ps(dots[r])));
-                }
-            }
-            for (r, f) in facc.iter().enumerate() {
-                let mut v = [0f32; 4];
-                // SAFETY: `v` holds 4 f32.
-                unsafe { _mm_storeu_ps(v.as_mut_ptr(), *f) };
-                for (c, x) in v.iter().enumerate() {
-                    out[(i + r) * s.ldo + j + c] = x + bias.map_or(0.0, |b| b[j + c]);
+                for (r, f) in facc.iter().enumerate() {
+                    let mut v = [0f32; 4];
+                    // SAFETY: `v` holds 4 f32.
+                    unsafe { _mm_storeu_ps(v.as_mut_ptr(), *f) };
+                    for (c, x) in v.iter().enumerate() {
+                        out[(i + r) * s.ldo + j + c] = x + bias.map_or(0.0, |b| b[j + c]);
+                    }
                 }
             }
         }
