@@ -4,7 +4,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use qformer_benches::{random_f32, OwnedQ, BLIP2_SHAPES};
-use qformer_core::kernels::gemm::{Q8Gemm, Shape};
+use qformer_core::kernels::gemm::Shape;
 
 fn int8_gemm(c: &mut Criterion) {
     let variants = qformer_std::runtime::q8_variants();

@@ -271,7 +271,7 @@ impl Header {
         };
         match precision {
             Precision::Int8 => {
-                if h.group_size == 0 || h.group_size % 16 != 0 || h.group_size > crate::config::MAX_DIM {
+                if h.group_size == 0 || !h.group_size.is_multiple_of(16) || h.group_size > crate::config::MAX_DIM {
                     return Err(Error::BadHeader { field: "group_size", value: h.group_size });
                 }
             }
@@ -744,7 +744,7 @@ pub(crate) fn check_entry(c: &Config, header: &Header, index: u32, e: &TensorEnt
         _ => return fail(TensorProblem::DType(e.dtype)),
     };
     if dtype == DType::I8 {
-        if e.group == 0 || e.group % 16 != 0 || e.group > crate::config::MAX_DIM {
+        if e.group == 0 || !e.group.is_multiple_of(16) || e.group > crate::config::MAX_DIM {
             return fail(TensorProblem::Group(e.group));
         }
     } else if e.group != 0 || e.scales_offset != 0 {
@@ -756,7 +756,7 @@ pub(crate) fn check_entry(c: &Config, header: &Header, index: u32, e: &TensorEnt
     }
     let in_data = |offset: u32, len: usize| {
         let start = offset as usize;
-        start % ALIGN == 0
+        start.is_multiple_of(ALIGN)
             && start >= header.data_offset as usize
             && start.checked_add(len).is_some_and(|end| end <= header.total_bytes as usize)
     };

@@ -91,7 +91,7 @@ impl Config {
 
     /// Whether layer `l` has cross-attention.
     pub const fn has_cross(&self, layer: u32) -> bool {
-        layer % self.cross_attention_frequency == 0
+        layer.is_multiple_of(self.cross_attention_frequency)
     }
 
     /// Number of layers with cross-attention among layers `0..layer`.
@@ -126,7 +126,7 @@ impl Config {
         if self.num_layers > u16::MAX as u32 - 1 {
             return Err(Error::InvalidConfig { field: "num_layers", value: self.num_layers });
         }
-        if self.hidden % self.num_heads != 0 {
+        if !self.hidden.is_multiple_of(self.num_heads) {
             return Err(Error::InvalidConfig { field: "num_heads", value: self.num_heads });
         }
         let eps = self.layer_norm_eps;

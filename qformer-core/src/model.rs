@@ -252,7 +252,7 @@ impl<'a> Model<'a> {
         let header = Header::parse(blob)?;
         let config = header.config()?;
         let precision = header.precision();
-        if blob.as_ptr() as usize % ALIGN != 0 {
+        if !(blob.as_ptr() as usize).is_multiple_of(ALIGN) {
             return Err(Error::Misaligned { buffer: Buffer::Blob, align: ALIGN });
         }
         let matrix_dtype = match precision {
@@ -422,7 +422,7 @@ impl<'a> Model<'a> {
         if arena.len() < self.plan.total {
             return Err(Error::ArenaTooSmall { needed: self.plan.total, available: arena.len() });
         }
-        if arena.as_ptr() as usize % ALIGN != 0 {
+        if !(arena.as_ptr() as usize).is_multiple_of(ALIGN) {
             return Err(Error::Misaligned { buffer: Buffer::Arena, align: ALIGN });
         }
         if let Some(index) = image.iter().position(|v| !v.is_finite()) {
@@ -460,7 +460,13 @@ impl<'a> Model<'a> {
                         row[c as usize] = 0.0;
                     }
                     let one = Strided { data: row, rows: 1, cols: dv, row_stride: dv, col_stride: 1 };
-                    quant::quantize_rows(self.kernels.quant, one, group, &mut zv[r * stride..], &mut zs[r * stride / group..]);
+                    quant::quantize_rows(
+                        self.kernels.quant,
+                        one,
+                        group,
+                        &mut zv[r * stride..],
+                        &mut zs[r * stride / group..],
+                    );
                 }
                 let q = QRows { values: &zv[..m * stride], scales: &zs[..m * stride / group], stride, group };
                 Image { input: Input::Q(q), tokens: m, outliers: &outliers, outlier_values: &zo[..m * count] }
@@ -535,7 +541,8 @@ impl<'a> Model<'a> {
                 let (vt_v, vt_s) = carve.q(p.vtq)?;
                 let (hq_v, hq_s) = carve.q(p.head_qq)?;
                 let (pq_v, pq_s) = carve.q(p.pq)?;
-                let xin = quant::quantize_rows(self.kernels.quant, 
+                let xin = quant::quantize_rows(
+                    self.kernels.quant,
                     Strided { data: x, rows: n, cols: d, row_stride: d, col_stride: 1 },
                     group,
                     xv,
@@ -563,7 +570,8 @@ impl<'a> Model<'a> {
                     quant::quantize_rows(self.kernels.quant, src, group, &mut vt_v[ov..], &mut vt_s[os..]);
                 }
                 for h in 0..heads {
-                    let qh = quant::quantize_rows(self.kernels.quant, 
+                    let qh = quant::quantize_rows(
+                        self.kernels.quant,
                         Strided { data: &q[h * dh..], rows: n, cols: dh, row_stride: d, col_stride: 1 },
                         group,
                         hq_v,
@@ -577,7 +585,8 @@ impl<'a> Model<'a> {
                     };
                     self.kernels.q8.run(&qh, &kh, None, scores, Shape::new(n, t, dh));
                     norm::softmax_rows(&mut scores[..n * t], t, scale);
-                    let ph = quant::quantize_rows(self.kernels.quant, 
+                    let ph = quant::quantize_rows(
+                        self.kernels.quant,
                         Strided { data: scores, rows: n, cols: t, row_stride: t, col_stride: 1 },
                         group,
                         pq_v,
@@ -592,7 +601,8 @@ impl<'a> Model<'a> {
                     self.kernels.q8.run(&ph, &vh, None, &mut ctx[h * dh..], Shape { m: n, n: dh, k: t, ldo: d });
                 }
                 // The quantized input is dead: the context reuses its buffers.
-                let cin = quant::quantize_rows(self.kernels.quant, 
+                let cin = quant::quantize_rows(
+                    self.kernels.quant,
                     Strided { data: ctx, rows: n, cols: d, row_stride: d, col_stride: 1 },
                     group,
                     xv,

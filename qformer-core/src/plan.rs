@@ -166,7 +166,7 @@ impl ArenaPlan {
             return Err(e);
         }
         let int8 = matches!(precision, Precision::Int8);
-        if int8 && (group == 0 || group % 16 != 0) {
+        if int8 && (group == 0 || !group.is_multiple_of(16)) {
             return Err(Error::BadHeader { field: "group_size", value: group as u32 });
         }
         let n = config.num_queries as usize;

@@ -49,7 +49,7 @@ pub fn quantize_matrix(data: &[f32], rows: usize, cols: usize, group: usize) -> 
 pub fn build_blob(w: &Weights, opts: BlobOptions, mut progress: impl FnMut()) -> Result<Vec<u8>> {
     let c = &w.config;
     let int8 = opts.precision == Precision::Int8;
-    if int8 && (opts.group == 0 || opts.group % 16 != 0) {
+    if int8 && (opts.group == 0 || !opts.group.is_multiple_of(16)) {
         bail!("int8 group size must be a positive multiple of 16, got {}", opts.group);
     }
     let group = if int8 { opts.group } else { 0 };

@@ -29,7 +29,8 @@ pub struct Kernels {
 
 impl Kernels {
     /// Portable scalar kernels only.
-    pub const SCALAR: Kernels = Kernels { q8: gemm::Q8Gemm::SCALAR, f: gemm::FGemm::SCALAR, quant: quant::Quantizer::SCALAR };
+    pub const SCALAR: Kernels =
+        Kernels { q8: gemm::Q8Gemm::SCALAR, f: gemm::FGemm::SCALAR, quant: quant::Quantizer::SCALAR };
     /// The best variants whose CPU features are enabled at compile time.
     pub const COMPILED: Kernels =
         Kernels { q8: gemm::Q8Gemm::COMPILED, f: gemm::FGemm::COMPILED, quant: quant::Quantizer::COMPILED };

@@ -87,7 +87,7 @@ impl Q8Gemm {
 
 /// Panics unless the operands fit the contract: kernels index within these bounds only.
 fn check_q8(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &[f32], s: Shape) {
-    assert!(a.group > 0 && a.stride == w.stride && a.group == w.group && a.stride % a.group == 0);
+    assert!(a.group > 0 && a.stride == w.stride && a.group == w.group && a.stride.is_multiple_of(a.group));
     assert!(a.values.len() >= s.m * a.stride && w.values.len() >= s.n * w.stride);
     assert!(a.scales.len() >= s.m * (a.stride / a.group) && w.scales.len() >= s.n * (w.stride / w.group));
     assert!(bias.is_none_or(|b| b.len() >= s.n) && s.ldo >= s.n && out.len() >= s.out_len());

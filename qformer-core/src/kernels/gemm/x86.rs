@@ -26,7 +26,7 @@ pub unsafe fn avx2_unchecked() -> Q8Gemm {
 }
 
 fn gemm_q8_avx2(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
-    if a.group % 32 != 0 {
+    if !a.group.is_multiple_of(32) {
         return scalar::gemm_q8(a, w, bias, out, s);
     }
     // SAFETY: reachable only through `AVX2` (AVX2 enabled at compile time) or
@@ -229,7 +229,7 @@ pub unsafe fn vnni_unchecked() -> Q8Gemm {
 const VNNI_NAME: &str = "avx512vnni_gemm_q8_4x4";
 
 fn gemm_q8_vnni(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
-    if a.group % 32 != 0 {
+    if !a.group.is_multiple_of(32) {
         return scalar::gemm_q8(a, w, bias, out, s);
     }
     // SAFETY: reachable only through `vnni_unchecked`, whose caller guarantees the features;

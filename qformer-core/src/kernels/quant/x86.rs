@@ -21,7 +21,7 @@ pub unsafe fn avx2_unchecked() -> Quantizer {
 }
 
 fn quantize_avx2(src: &[f32], out: &mut [i8]) -> f32 {
-    if src.len() % 8 != 0 || out.len() != src.len() {
+    if !src.len().is_multiple_of(8) || out.len() != src.len() {
         return scalar::quantize_slice(src, out);
     }
     // SAFETY: reachable only through `AVX2` or `avx2_unchecked` (AVX2 guaranteed); the
