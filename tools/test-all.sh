@@ -55,3 +55,6 @@ for cpu in cortex-a72 cortex-a76; do
   echo "-- cpu $cpu"
   timeout 600 qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu "$cpu" target/cross/aarch64-unknown-linux-gnu/release/qformer demo --runs 1
 done
+
+step "Cortex-M kernels and the int8 model under qemu-system-arm: M55 (Helium), M4 and M7 (DSP)"
+bash tools/arm-tests.sh

@@ -1,7 +1,11 @@
 //! Bare-metal tests of qformer-core's int8 kernels, run under QEMU (see tools/arm-tests.sh):
 //!
-//! 1. every compiled int8 GEMM variant against scalar over `Q8_SHAPES`, bit for bit;
-//! 2. the committed tiny int8 model: `forward` with every variant, output bytes (queries,
+//! 1. every compiled int8 GEMM variant against scalar over `Q8_SHAPES`, bit for bit, and over
+//!    `EXTRA_SHAPES` (group sizes the Helium and DSP kernels treat specially: 48, 128, 256,
+//!    512, with 2 x 4 / 4 x 1 tile edges);
+//! 2. every variant against scalar with scales whose products are subnormal (the Helium
+//!    kernel must leave its MVE float combine, which flushes subnormals, for the scalar FPU);
+//! 3. the committed tiny int8 model: `forward` with every variant, output bytes (queries,
 //!    then projection) equal to `tests/fixtures/tiny_int8/output.f32`, written on the host.
 //!
 //! Prints one line per check and `kernel-tests: N passed, M failed`; exits non-zero on any
@@ -16,12 +20,30 @@ use qformer_core::kernels::testing::{q8_scratch_bytes, q8_sweep, Q8_SHAPES};
 use qformer_core::kernels::Kernels;
 use qformer_core::{AlignedArena, Model};
 
-const SCRATCH_BYTES: usize = q8_scratch_bytes(&Q8_SHAPES) + 64;
+/// `(m, n, stride, group)`, as `Q8_SHAPES`.
+const EXTRA_SHAPES: [(usize, usize, usize, usize); 7] = [
+    (4, 8, 256, 128),
+    (3, 9, 384, 128),
+    (2, 4, 96, 48),
+    (5, 7, 144, 48),
+    (4, 5, 512, 256),
+    (2, 4, 1024, 512),
+    (6, 12, 768, 64),
+];
+const fn max(a: usize, b: usize) -> usize {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
+const SCRATCH_BYTES: usize = max(q8_scratch_bytes(&Q8_SHAPES), q8_scratch_bytes(&EXTRA_SHAPES)) + 64;
 static mut SCRATCH: Aligned<[u8; SCRATCH_BYTES]> = Aligned([0; SCRATCH_BYTES]);
 
 const BLOB_BYTES: usize = include_bytes!("../../../../tests/fixtures/tiny_int8/model.qfb").len();
 /// The blob stays in flash, 16-byte aligned as `Model::from_blob` requires.
-static TINY_BLOB: Aligned<[u8; BLOB_BYTES]> = Aligned(*include_bytes!("../../../../tests/fixtures/tiny_int8/model.qfb"));
+static TINY_BLOB: Aligned<[u8; BLOB_BYTES]> =
+    Aligned(*include_bytes!("../../../../tests/fixtures/tiny_int8/model.qfb"));
 static TINY_INPUT: &[u8] = include_bytes!("../../../../tests/fixtures/tiny_int8/input.f32");
 static TINY_OUTPUT: &[u8] = include_bytes!("../../../../tests/fixtures/tiny_int8/output.f32");
 
@@ -48,16 +70,19 @@ fn main() -> ! {
     let mut record = |ok: bool| if ok { passed += 1 } else { failed += 1 };
 
     for v in gemm::compiled_variants() {
-        match q8_sweep(*v, &Q8_SHAPES, scratch) {
-            Ok(n) => {
-                hprintln!("ok: {}: {} shapes bit-exact with scalar", v.name(), n);
-                record(true);
-            }
-            Err(m) => {
-                hprintln!("FAIL: {}: {:?}", v.name(), m);
-                record(false);
+        for (set, shapes) in [("Q8_SHAPES", &Q8_SHAPES[..]), ("EXTRA_SHAPES", &EXTRA_SHAPES[..])] {
+            match q8_sweep(*v, shapes, scratch) {
+                Ok(n) => {
+                    hprintln!("ok: {}: {} {} bit-exact with scalar", v.name(), n, set);
+                    record(true);
+                }
+                Err(m) => {
+                    hprintln!("FAIL: {}: {:?}", v.name(), m);
+                    record(false);
+                }
             }
         }
+        record(subnormal_scales(*v, scratch));
     }
 
     for v in gemm::compiled_variants() {
@@ -67,6 +92,68 @@ fn main() -> ! {
 
     hprintln!("kernel-tests: {} passed, {} failed", passed, failed);
     exit(failed == 0)
+}
+
+/// `variant` against scalar where `sa * sw` is subnormal for some groups (1e-20 x 1e-20),
+/// some scales are subnormal themselves and some biases too: bit for bit.
+fn subnormal_scales(variant: Q8Gemm, scratch: &mut [u8]) -> bool {
+    use qformer_core::kernels::gemm::Shape;
+    use qformer_core::kernels::QRows;
+    const M: usize = 4;
+    const N: usize = 8;
+    const K: usize = 128;
+    const G: usize = 32;
+    let (values, rest) = scratch.split_at_mut((M + N) * K);
+    let mut x = 0x9e37_79b9u32;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        x
+    };
+    for v in values.iter_mut() {
+        *v = (next() % 255) as u8;
+    }
+    let values: &[i8] = bytemuck_cast(values);
+    let (av, wv) = values.split_at(M * K);
+    let mut scales = [0f32; (M + N) * (K / G) + N + 2 * M * N];
+    let (sc, rest_f) = scales.split_at_mut((M + N) * (K / G));
+    for (i, v) in sc.iter_mut().enumerate() {
+        *v = match i % 5 {
+            0 => 1e-20,
+            1 => 1e-39, // subnormal
+            2 => 0.0,
+            3 => 3e-21,
+            _ => 0.25,
+        };
+    }
+    let (asc, wsc) = sc.split_at((M * K) / G);
+    let (bias, outs) = rest_f.split_at_mut(N);
+    for (j, b) in bias.iter_mut().enumerate() {
+        *b = if j % 2 == 0 { 1e-40 } else { -0.0 };
+    }
+    let (got, want) = outs.split_at_mut(M * N);
+    let a = QRows { values: av, scales: asc, stride: K, group: G };
+    let w = QRows { values: wv, scales: wsc, stride: K, group: G };
+    let s = Shape::new(M, N, K);
+    variant.run(&a, &w, Some(bias), got, s);
+    Q8Gemm::SCALAR.run(&a, &w, Some(bias), want, s);
+    let _ = rest;
+    match got.iter().zip(want.iter()).position(|(g, w)| g.to_bits() != w.to_bits()) {
+        None => {
+            hprintln!("ok: {}: subnormal scale products bit-exact with scalar", variant.name());
+            true
+        }
+        Some(i) => {
+            hprintln!("FAIL: {}: subnormal scales: output {} is {:e}, scalar {:e}", variant.name(), i, got[i], want[i]);
+            false
+        }
+    }
+}
+
+fn bytemuck_cast(b: &[u8]) -> &[i8] {
+    // SAFETY: u8 and i8 have the same size, alignment and validity.
+    unsafe { core::slice::from_raw_parts(b.as_ptr() as *const i8, b.len()) }
 }
 
 /// Runs the tiny int8 model with `q8` and compares the output bytes with the host's.
@@ -85,7 +172,12 @@ fn tiny_model(q8: Q8Gemm, arena: &mut [u8], image: &mut [f32], out: &mut [f32]) 
     let (nq, hidden, proj) = (c.num_queries as usize, c.hidden as usize, c.projection_dim as usize);
     let floats = TINY_INPUT.len() / 4;
     if model.arena_bytes() > arena.len() || floats > image.len() || nq * (hidden + proj) > out.len() {
-        hprintln!("FAIL: tiny model needs arena {} B, {} input and {} output floats", model.arena_bytes(), floats, nq * (hidden + proj));
+        hprintln!(
+            "FAIL: tiny model needs arena {} B, {} input and {} output floats",
+            model.arena_bytes(),
+            floats,
+            nq * (hidden + proj)
+        );
         return false;
     }
     for (x, b) in image.iter_mut().zip(TINY_INPUT.chunks_exact(4)) {
@@ -107,12 +199,26 @@ fn tiny_model(q8: Q8Gemm, arena: &mut [u8], image: &mut [f32], out: &mut [f32]) 
         }
         (Some(at), _) => {
             let i = at / 4;
-            hprintln!("FAIL: tiny int8 model with {}: output float {} is {:e}, host has {:e}", q8.name(), i, out[i],
-                f32::from_le_bytes([TINY_OUTPUT[4 * i], TINY_OUTPUT[4 * i + 1], TINY_OUTPUT[4 * i + 2], TINY_OUTPUT[4 * i + 3]]));
+            hprintln!(
+                "FAIL: tiny int8 model with {}: output float {} is {:e}, host has {:e}",
+                q8.name(),
+                i,
+                out[i],
+                f32::from_le_bytes([
+                    TINY_OUTPUT[4 * i],
+                    TINY_OUTPUT[4 * i + 1],
+                    TINY_OUTPUT[4 * i + 2],
+                    TINY_OUTPUT[4 * i + 3]
+                ])
+            );
             false
         }
         (None, false) => {
-            hprintln!("FAIL: tiny int8 model: {} output bytes, host file has {}", nq * (hidden + proj) * 4, TINY_OUTPUT.len());
+            hprintln!(
+                "FAIL: tiny int8 model: {} output bytes, host file has {}",
+                nq * (hidden + proj) * 4,
+                TINY_OUTPUT.len()
+            );
             false
         }
     }

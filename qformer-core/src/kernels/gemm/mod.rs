@@ -13,6 +13,10 @@ use half::f16;
 
 use super::QRows;
 
+#[cfg(all(target_arch = "arm", target_feature = "dsp", not(feature = "helium")))]
+pub mod dsp;
+#[cfg(all(target_arch = "arm", feature = "helium"))]
+pub mod helium;
 #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
 pub mod neon;
 pub mod scalar;
@@ -102,6 +106,10 @@ const fn compiled_q8() -> Q8Gemm {
     return neon::BASE;
     #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
     return x86::AVX2;
+    #[cfg(all(target_arch = "arm", feature = "helium"))]
+    return helium::HELIUM;
+    #[cfg(all(target_arch = "arm", target_feature = "dsp", not(feature = "helium")))]
+    return dsp::DSP;
     #[allow(unreachable_code)]
     Q8Gemm::SCALAR
 }
@@ -119,6 +127,10 @@ pub fn compiled_variants() -> &'static [Q8Gemm] {
         neon::I8MM,
         #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
         x86::AVX2,
+        #[cfg(all(target_arch = "arm", feature = "helium"))]
+        helium::HELIUM,
+        #[cfg(all(target_arch = "arm", target_feature = "dsp", not(feature = "helium")))]
+        dsp::DSP,
     ]
 }
 

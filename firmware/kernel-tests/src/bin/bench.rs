@@ -1,0 +1,226 @@
+//! Instruction counts of the int8 GEMM at BLIP-2 shapes, scalar vs the SIMD variant, under
+//! `qemu-system-arm -icount shift=0` (see tools/arm-bench.sh). QEMU counts instructions, not
+//! cycles: with `shift=0` virtual time advances 1 ns per instruction, and SysTick runs on the
+//! CPU clock (32 MHz on mps3-an547 = 31.25 instructions per tick, 25 MHz on mps2-an386/an500 =
+//! 40), counted across wraps by its interrupt. The counter is first checked on an `asm!` loop
+//! of known length. Operands live in the board's large RAM, outside the linker's map.
+#![no_std]
+#![no_main]
+
+use core::arch::asm;
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use cortex_m::peripheral::syst::SystClkSource;
+use cortex_m_rt::{entry, exception};
+use kernel_tests::{cpu, exit, hprintln};
+use qformer_core::kernels::gemm::{self, Q8Gemm, Shape};
+use qformer_core::kernels::QRows;
+
+static WRAPS: AtomicU32 = AtomicU32::new(0);
+const RELOAD: u32 = 0x00ff_ffff;
+
+#[exception]
+fn SysTick() {
+    WRAPS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// SysTick ticks since it was started (wraps included).
+fn ticks() -> u64 {
+    loop {
+        let w = WRAPS.load(Ordering::Relaxed);
+        // SAFETY: SYST_CVR (0xE000E018) is a SysTick register; reading it has no side effect.
+        let v = unsafe { core::ptr::read_volatile(0xE000_E018 as *const u32) };
+        if WRAPS.load(Ordering::Relaxed) == w {
+            return w as u64 * (RELOAD as u64 + 1) + (RELOAD - v) as u64;
+        }
+    }
+}
+
+/// Instructions per 1000 SysTick ticks: the CPU clock in MHz times 1000 ns per µs... i.e.
+/// 1e12 / f_cpu (QEMU `-icount shift=0`: one instruction per nanosecond).
+fn instr_per_kilotick() -> u64 {
+    match cpu() {
+        "Cortex-M55" => 31_250, // mps3-an547: 32 MHz
+        _ => 40_000,            // mps2-an386 / an500: 25 MHz
+    }
+}
+
+fn instructions(t0: u64, t1: u64) -> u64 {
+    (t1 - t0) * instr_per_kilotick() / 1000
+}
+
+/// `2 * n` instructions (`subs` + `bne` per iteration).
+fn known_loop(n: u32) {
+    // SAFETY: a register-only countdown loop.
+    unsafe { asm!("2:", "subs {n}, #1", "bne 2b", n = inout(reg) n => _, options(nomem, nostack)) };
+}
+
+/// The board's large RAM, unused by the linker map: (base, bytes).
+fn big_ram() -> (usize, usize) {
+    match cpu() {
+        "Cortex-M55" => (0x2100_0000, 4 << 20), // mps3-an547 SRAM
+        "Cortex-M7" => (0x6000_0000, 16 << 20), // mps2-an500 PSRAM
+        _ => (0x2100_0000, 16 << 20),           // mps2-an386 PSRAM
+    }
+}
+
+struct Rng(u32);
+impl Rng {
+    fn next(&mut self) -> u32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 17;
+        self.0 ^= self.0 << 5;
+        self.0
+    }
+}
+
+fn carve<'a, T: bytemuck_free::Pod>(rest: &mut &'a mut [u8], count: usize) -> &'a mut [T] {
+    let pad = rest.as_ptr().align_offset(16);
+    let r = core::mem::take(rest);
+    let (_, r) = r.split_at_mut(pad);
+    let (mine, r) = r.split_at_mut(count * core::mem::size_of::<T>());
+    *rest = r;
+    // SAFETY: `mine` is 16-byte aligned, `count * size_of::<T>()` bytes, and every bit
+    // pattern is a valid `T` (plain integers and floats).
+    unsafe { core::slice::from_raw_parts_mut(mine.as_mut_ptr() as *mut T, count) }
+}
+
+mod bytemuck_free {
+    /// Plain data: every bit pattern is a value.
+    pub trait Pod {}
+    impl Pod for i8 {}
+    impl Pod for f32 {}
+}
+
+#[entry]
+fn main() -> ! {
+    let mut p = cortex_m::Peripherals::take().expect("peripherals");
+    p.SYST.set_clock_source(SystClkSource::Core);
+    p.SYST.set_reload(RELOAD);
+    p.SYST.clear_current();
+    p.SYST.enable_interrupt();
+    p.SYST.enable_counter();
+
+    hprintln!("arm-bench on {}: instructions counted by SysTick under -icount shift=0", cpu());
+    let mut ok = true;
+    for n in [1_000_000u32, 50_000_000, 250_000_000] {
+        let t0 = ticks();
+        known_loop(n);
+        let got = instructions(t0, ticks());
+        let want = 2 * n as u64;
+        let err = got.abs_diff(want);
+        hprintln!("counter check: loop of {} instructions measured {} ({:+})", want, got, got as i64 - want as i64);
+        // A tick is 31.25 or 40 instructions, plus the reads around the loop.
+        ok &= err <= 200;
+    }
+    if !ok {
+        hprintln!("FAIL: the SysTick instruction counter is off");
+        exit(false);
+    }
+
+    let (base, bytes) = big_ram();
+    // SAFETY: the board's large RAM region is outside the linker's memory map (memory.x), so
+    // nothing else uses it; this is the only reference to it.
+    let ram = unsafe { core::slice::from_raw_parts_mut(base as *mut u8, bytes) };
+    let simd = *gemm::compiled_variants().last().expect("variants");
+    // (m, n, k, group); shapes reduced to fit the RAM are marked in the output.
+    let shapes: [(usize, usize, usize, usize); 4] =
+        [(32, 768, 768, 32), (32, 3072, 768, 32), (257, 768, 1408, 32), (32, 768, 768, 128)];
+    hprintln!(
+        "{:>16} {:>5} {:>26} {:>12} {:>12} {:>8}",
+        "m x n x k",
+        "group",
+        "variant",
+        "instructions",
+        "instr/MAC",
+        "vs scalar"
+    );
+    for (m, n, k, group) in shapes {
+        let mut rest: &mut [u8] = &mut ram[..];
+        let need = m * k + n * k + 4 * (m + n) * (k / group) + 4 * n + 4 * m * n + 6 * 16;
+        if need > bytes {
+            hprintln!("{}x{}x{} does not fit in {} bytes", m, n, k, bytes);
+            continue;
+        }
+        let av: &mut [i8] = carve(&mut rest, m * k);
+        let wv: &mut [i8] = carve(&mut rest, n * k);
+        let asc: &mut [f32] = carve(&mut rest, m * (k / group));
+        let wsc: &mut [f32] = carve(&mut rest, n * (k / group));
+        let bias: &mut [f32] = carve(&mut rest, n);
+        let out: &mut [f32] = carve(&mut rest, m * n);
+        let mut rng = Rng(0x2545_f491);
+        av.iter_mut().for_each(|v| *v = ((rng.next() % 255) as i32 - 127) as i8);
+        wv.iter_mut().for_each(|v| *v = rng.next() as i8);
+        asc.iter_mut().chain(wsc.iter_mut()).for_each(|v| *v = (rng.next() >> 8) as f32 / (1u32 << 24) as f32 + 1e-3);
+        bias.iter_mut().for_each(|v| *v = (rng.next() >> 8) as f32 / (1u32 << 24) as f32 - 0.5);
+        let a = QRows { values: av, scales: asc, stride: k, group };
+        let w = QRows { values: wv, scales: wsc, stride: k, group };
+        let s = Shape::new(m, n, k);
+        let macs = (m * n * k) as u64;
+        let mut first = 0u64;
+        let mut check = 0u32;
+        for v in [Q8Gemm::SCALAR, simd] {
+            if group != 32 && v.name() == Q8Gemm::SCALAR.name() {
+                // The scalar kernel does not depend on the group size: one run is enough.
+            }
+            let t0 = ticks();
+            v.run(&a, &w, Some(bias), out, s);
+            let instr = instructions(t0, ticks());
+            let sum = out.iter().fold(0u32, |h, x| h.rotate_left(5) ^ x.to_bits());
+            if first == 0 {
+                first = instr;
+                check = sum;
+            } else if sum != check {
+                hprintln!("FAIL: {} output differs from scalar", v.name());
+                ok = false;
+            }
+            let per_mac_milli = instr * 1000 / macs;
+            let ratio_tenths = first * 10 / instr.max(1);
+            hprintln!(
+                "{:>16} {:>5} {:>26} {:>12} {:>8}.{:03} {:>6}.{}x",
+                fmt_shape(m, n, k).as_str(),
+                group,
+                v.name(),
+                instr,
+                per_mac_milli / 1000,
+                per_mac_milli % 1000,
+                ratio_tenths / 10,
+                ratio_tenths % 10
+            );
+        }
+    }
+    exit(ok)
+}
+
+fn fmt_shape(m: usize, n: usize, k: usize) -> heapless_str::S {
+    let mut s = heapless_str::S::new();
+    let _ = core::fmt::write(&mut s, format_args!("{m}x{n}x{k}"));
+    s
+}
+
+mod heapless_str {
+    /// A 32-byte string for table cells.
+    pub struct S {
+        buf: [u8; 32],
+        len: usize,
+    }
+    impl S {
+        pub fn new() -> S {
+            S { buf: [0; 32], len: 0 }
+        }
+        pub fn as_str(&self) -> &str {
+            core::str::from_utf8(&self.buf[..self.len]).unwrap_or("?")
+        }
+    }
+    impl core::fmt::Write for S {
+        fn write_str(&mut self, s: &str) -> core::fmt::Result {
+            let end = self.len + s.len();
+            if end > self.buf.len() {
+                return Err(core::fmt::Error);
+            }
+            self.buf[self.len..end].copy_from_slice(s.as_bytes());
+            self.len = end;
+            Ok(())
+        }
+    }
+}
