@@ -58,3 +58,6 @@ done
 
 step "Cortex-M kernels and the int8 model under qemu-system-arm: M55 (Helium), M4 and M7 (DSP)"
 bash tools/arm-tests.sh
+
+step "Bare-metal Cortex-A (AArch64 virt): Cortex-A53, Cortex-A76, max"
+bash tools/cortex-a.sh

@@ -2,7 +2,7 @@
 //! A76 / Raspberry Pi 5) and `smmla` (ARMv8.6 i8mm). Stable Rust has no `sdot`/`smmla`
 //! intrinsics, so those two instructions are inline `asm!`.
 //!
-//! Tiles: `base` and `sdot` compute 1 row x 4 columns, `smmla` 2 rows x 4 columns; per group
+//! Tiles: 4 rows x 4 columns for all three; per group
 //! they reduce the i32 partial sums to one exact dot per output, then apply
 //! `acc += (sa * sw) * dot` lane-wise in f32 (no fused multiply-add), exactly the scalar
 //! order. Ragged rows and columns go to [`scalar::gemm_q8_block`].
@@ -14,20 +14,20 @@ use super::{scalar, Q8Gemm, Shape};
 use crate::kernels::QRows;
 
 /// `smull`/`smlal` variant (every aarch64 CPU).
-pub const BASE: Q8Gemm = Q8Gemm::new("neon_gemm_q8_smull_1x4", gemm_q8_base);
+pub const BASE: Q8Gemm = Q8Gemm::new("neon_gemm_q8_smull_4x4", gemm_q8_base);
 /// `sdot` variant.
 #[cfg(target_feature = "dotprod")]
-pub const SDOT: Q8Gemm = Q8Gemm::new("neon_gemm_q8_sdot_1x4", gemm_q8_sdot);
+pub const SDOT: Q8Gemm = Q8Gemm::new("neon_gemm_q8_sdot_4x4", gemm_q8_sdot);
 /// `smmla` variant.
 #[cfg(target_feature = "i8mm")]
-pub const I8MM: Q8Gemm = Q8Gemm::new("neon_gemm_q8_smmla_2x4", gemm_q8_i8mm);
+pub const I8MM: Q8Gemm = Q8Gemm::new("neon_gemm_q8_smmla_4x4", gemm_q8_i8mm);
 
 /// The `sdot` variant on a CPU known at run time to have dotprod.
 ///
 /// # Safety
 /// The CPU running the returned kernel must implement FEAT_DotProd.
 pub unsafe fn sdot_unchecked() -> Q8Gemm {
-    Q8Gemm::new("neon_gemm_q8_sdot_1x4", gemm_q8_sdot)
+    Q8Gemm::new("neon_gemm_q8_sdot_4x4", gemm_q8_sdot)
 }
 
 /// The `smmla` variant on a CPU known at run time to have i8mm.
@@ -35,7 +35,7 @@ pub unsafe fn sdot_unchecked() -> Q8Gemm {
 /// # Safety
 /// The CPU running the returned kernel must implement FEAT_I8MM.
 pub unsafe fn i8mm_unchecked() -> Q8Gemm {
-    Q8Gemm::new("neon_gemm_q8_smmla_2x4", gemm_q8_i8mm)
+    Q8Gemm::new("neon_gemm_q8_smmla_4x4", gemm_q8_i8mm)
 }
 
 /// Sums of four i32x4 vectors, lane k = horizontal sum of `v[k]`.
@@ -66,56 +66,27 @@ fn store(out: &mut [f32], at: usize, acc: float32x4_t, bias: Option<&[f32]>, j: 
     }
 }
 
-/// Shared driver of the 1x4 variants: `dot4(a, [w0..w3], len)` returns the four exact dots
-/// of one group as i32x4 lanes.
-#[inline(always)]
-fn drive_1x4(
-    a: &QRows<'_>,
-    w: &QRows<'_>,
-    bias: Option<&[f32]>,
-    out: &mut [f32],
-    s: Shape,
-    dot4: impl Fn(&[i8], [&[i8]; 4]) -> int32x4_t,
-) {
-    let (stride, group) = (a.stride, a.group);
-    let groups = stride / group;
-    let n4 = s.n / 4 * 4;
-    for i in 0..s.m {
-        let ar = &a.values[i * stride..(i + 1) * stride];
-        for j in (0..n4).step_by(4) {
-            let wr: [&[i8]; 4] = core::array::from_fn(|c| &w.values[(j + c) * stride..(j + c + 1) * stride]);
-            // SAFETY: NEON is enabled.
-            let mut acc = unsafe { vdupq_n_f32(0.0) };
-            for g in 0..groups {
-                let r = g * group..(g + 1) * group;
-                let dots = dot4(&ar[r.clone()], core::array::from_fn(|c| &wr[c][r.clone()]));
-                let sw = core::array::from_fn(|c| w.scales[(j + c) * groups + g]);
-                acc = combine(acc, a.scales[i * groups + g], sw, dots);
-            }
-            store(out, i * s.ldo + j, acc, bias, j);
-        }
-    }
-    scalar::gemm_q8_block(a, w, bias, out, s, 0..s.m, n4..s.n);
-}
-
 fn gemm_q8_base(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
-    drive_1x4(a, w, bias, out, s, |ar, wr| {
-        let sums: [int32x4_t; 4] = core::array::from_fn(|c| {
-            // SAFETY: NEON is enabled; every load reads 16 bytes inside `ar`/`wr[c]`, whose
-            // length is the group size, a multiple of 16. Two products of |a| <= 127 and
-            // |w| <= 128 sum to at most 32512, inside i16.
-            unsafe {
-                let mut acc = vdupq_n_s32(0);
-                for k in (0..ar.len()).step_by(16) {
-                    let x = vld1q_s8(ar.as_ptr().add(k));
-                    let y = vld1q_s8(wr[c].as_ptr().add(k));
-                    let p = vmlal_high_s8(vmull_s8(vget_low_s8(x), vget_low_s8(y)), x, y);
-                    acc = vpadalq_s16(acc, p);
+    let (stride, group) = (a.stride, a.group);
+    drive_4x4(a, w, bias, out, s, |i, j, g| {
+        // SAFETY: NEON is enabled; bounds as in `gemm_q8_sdot`. Two products of |a| <= 127
+        // and |w| <= 128 sum to at most 32512, inside i16.
+        unsafe {
+            let ap = a.values.as_ptr().add(i * stride + g * group);
+            let wp = w.values.as_ptr().add(j * stride + g * group);
+            let mut acc = [[vdupq_n_s32(0); 4]; 4];
+            for k in (0..group).step_by(16) {
+                let x: [int8x16_t; 4] = core::array::from_fn(|r| vld1q_s8(ap.add(r * stride + k)));
+                let y: [int8x16_t; 4] = core::array::from_fn(|c| vld1q_s8(wp.add(c * stride + k)));
+                for r in 0..4 {
+                    for c in 0..4 {
+                        let p = vmlal_high_s8(vmull_s8(vget_low_s8(x[r]), vget_low_s8(y[c])), x[r], y[c]);
+                        acc[r][c] = vpadalq_s16(acc[r][c], p);
+                    }
                 }
-                acc
             }
-        });
-        reduce4(sums)
+            core::array::from_fn(|r| reduce4(acc[r]))
+        }
     })
 }
 
@@ -132,21 +103,61 @@ unsafe fn sdot(acc: int32x4_t, x: int8x16_t, y: int8x16_t) -> int32x4_t {
     acc
 }
 
-fn gemm_q8_sdot(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
-    drive_1x4(a, w, bias, out, s, |ar, wr| {
-        let sums: [int32x4_t; 4] = core::array::from_fn(|c| {
-            // SAFETY: this function is only reachable through `SDOT` (dotprod enabled at
-            // compile time) or `sdot_unchecked` (whose caller guarantees dotprod). Loads read
-            // 16 bytes inside the group slices, whose length is a multiple of 16.
-            unsafe {
-                let mut acc = vdupq_n_s32(0);
-                for k in (0..ar.len()).step_by(16) {
-                    acc = sdot(acc, vld1q_s8(ar.as_ptr().add(k)), vld1q_s8(wr[c].as_ptr().add(k)));
+/// Runs `tile(i, j)` for every 4x4 output tile, then the ragged rows and columns in scalar.
+#[inline(always)]
+fn drive_4x4(
+    a: &QRows<'_>,
+    w: &QRows<'_>,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    s: Shape,
+    tile: impl Fn(usize, usize, usize) -> [int32x4_t; 4],
+) {
+    let (stride, group) = (a.stride, a.group);
+    let groups = stride / group;
+    let (m4, n4) = (s.m / 4 * 4, s.n / 4 * 4);
+    for i in (0..m4).step_by(4) {
+        for j in (0..n4).step_by(4) {
+            // SAFETY: NEON is enabled.
+            let mut acc = unsafe { [vdupq_n_f32(0.0); 4] };
+            for g in 0..groups {
+                let dots = tile(i, j, g);
+                let sw = core::array::from_fn(|c| w.scales[(j + c) * groups + g]);
+                for (r, accr) in acc.iter_mut().enumerate() {
+                    *accr = combine(*accr, a.scales[(i + r) * groups + g], sw, dots[r]);
                 }
-                acc
             }
-        });
-        reduce4(sums)
+            for (r, accr) in acc.iter().enumerate() {
+                store(out, (i + r) * s.ldo + j, *accr, bias, j);
+            }
+        }
+    }
+    scalar::gemm_q8_block(a, w, bias, out, s, 0..m4, n4..s.n);
+    scalar::gemm_q8_block(a, w, bias, out, s, m4..s.m, 0..s.n);
+}
+
+fn gemm_q8_sdot(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
+    let (stride, group) = (a.stride, a.group);
+    drive_4x4(a, w, bias, out, s, |i, j, g| {
+        // SAFETY: this function is only reachable through `SDOT` (dotprod enabled at compile
+        // time) or `sdot_unchecked` (whose caller guarantees dotprod). `Q8Gemm::run` checked
+        // that rows i..i+4 of `a` and j..j+4 of `w` hold `stride` bytes; every 16-byte load
+        // lies inside group g of such a row (group is a multiple of 16).
+        unsafe {
+            let ap = a.values.as_ptr().add(i * stride + g * group);
+            let wp = w.values.as_ptr().add(j * stride + g * group);
+            let mut acc = [[vdupq_n_s32(0); 4]; 4];
+            for k in (0..group).step_by(16) {
+                let x: [int8x16_t; 4] = core::array::from_fn(|r| vld1q_s8(ap.add(r * stride + k)));
+                let y: [int8x16_t; 4] = core::array::from_fn(|c| vld1q_s8(wp.add(c * stride + k)));
+                for r in 0..4 {
+                    for c in 0..4 {
+                        acc[r][c] = sdot(acc[r][c], x[r], y[c]);
+                    }
+                }
+            }
+            core::array::from_fn(|r| reduce4(acc[r]))
+        }
     })
 }
 
@@ -165,43 +176,38 @@ unsafe fn smmla(acc: int32x4_t, x: int8x16_t, y: int8x16_t) -> int32x4_t {
 
 fn gemm_q8_i8mm(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
     let (stride, group) = (a.stride, a.group);
-    let groups = stride / group;
-    let (m2, n4) = (s.m / 2 * 2, s.n / 4 * 4);
-    for i in (0..m2).step_by(2) {
-        let a0 = &a.values[i * stride..(i + 1) * stride];
-        let a1 = &a.values[(i + 1) * stride..(i + 2) * stride];
-        for j in (0..n4).step_by(4) {
-            let wr: [&[i8]; 4] = core::array::from_fn(|c| &w.values[(j + c) * stride..(j + c + 1) * stride]);
-            // SAFETY: NEON is enabled.
-            let (mut acc0, mut acc1) = unsafe { (vdupq_n_f32(0.0), vdupq_n_f32(0.0)) };
-            for g in 0..groups {
-                // SAFETY: reachable only through `I8MM` (i8mm enabled at compile time) or
-                // `i8mm_unchecked` (caller guarantees i8mm). Each 8-byte load lies inside
-                // the group `g * group .. (g + 1) * group` of a row slice of length `stride`.
-                let (d0, d1) = unsafe {
-                    let (mut c01, mut c23) = (vdupq_n_s32(0), vdupq_n_s32(0));
-                    for k in (g * group..(g + 1) * group).step_by(8) {
-                        let x = vcombine_s8(vld1_s8(a0.as_ptr().add(k)), vld1_s8(a1.as_ptr().add(k)));
-                        let y01 = vcombine_s8(vld1_s8(wr[0].as_ptr().add(k)), vld1_s8(wr[1].as_ptr().add(k)));
-                        let y23 = vcombine_s8(vld1_s8(wr[2].as_ptr().add(k)), vld1_s8(wr[3].as_ptr().add(k)));
-                        c01 = smmla(c01, x, y01);
-                        c23 = smmla(c23, x, y23);
+    drive_4x4(a, w, bias, out, s, |i, j, g| {
+        // SAFETY: reachable only through `I8MM` (i8mm enabled at compile time) or
+        // `i8mm_unchecked` (caller guarantees i8mm). Bounds as in `gemm_q8_sdot`.
+        unsafe {
+            let ap = a.values.as_ptr().add(i * stride + g * group);
+            let wp = w.values.as_ptr().add(j * stride + g * group);
+            // acc[p][q] = rows 2p, 2p+1 x columns 2q, 2q+1: [r0c0, r0c1, r1c0, r1c1].
+            let mut acc = [[vdupq_n_s32(0); 2]; 2];
+            for k in (0..group).step_by(16) {
+                let x: [int8x16_t; 4] = core::array::from_fn(|r| vld1q_s8(ap.add(r * stride + k)));
+                let y: [int8x16_t; 4] = core::array::from_fn(|c| vld1q_s8(wp.add(c * stride + k)));
+                for p in 0..2 {
+                    // Bytes 0..8 and 8..16 of two rows, side by side.
+                    let (x0, x1) = (vreinterpretq_s64_s8(x[2 * p]), vreinterpretq_s64_s8(x[2 * p + 1]));
+                    let xl = vreinterpretq_s8_s64(vzip1q_s64(x0, x1));
+                    let xh = vreinterpretq_s8_s64(vzip2q_s64(x0, x1));
+                    for q in 0..2 {
+                        let (y0, y1) = (vreinterpretq_s64_s8(y[2 * q]), vreinterpretq_s64_s8(y[2 * q + 1]));
+                        let yl = vreinterpretq_s8_s64(vzip1q_s64(y0, y1));
+                        let yh = vreinterpretq_s8_s64(vzip2q_s64(y0, y1));
+                        acc[p][q] = smmla(smmla(acc[p][q], xl, yl), xh, yh);
                     }
-                    // c01 = [r0c0, r0c1, r1c0, r1c1], c23 = [r0c2, r0c3, r1c2, r1c3].
-                    let lo = vreinterpretq_s32_s64(vzip1q_s64(vreinterpretq_s64_s32(c01), vreinterpretq_s64_s32(c23)));
-                    let hi = vreinterpretq_s32_s64(vzip2q_s64(vreinterpretq_s64_s32(c01), vreinterpretq_s64_s32(c23)));
-                    (lo, hi)
-                };
-                let sw = core::array::from_fn(|c| w.scales[(j + c) * groups + g]);
-                acc0 = combine(acc0, a.scales[i * groups + g], sw, d0);
-                acc1 = combine(acc1, a.scales[(i + 1) * groups + g], sw, d1);
+                }
             }
-            store(out, i * s.ldo + j, acc0, bias, j);
-            store(out, (i + 1) * s.ldo + j, acc1, bias, j);
+            // Row r of the tile, lanes = columns 0..4.
+            let row = |p: usize, hi: bool| {
+                let (l, r) = (vreinterpretq_s64_s32(acc[p][0]), vreinterpretq_s64_s32(acc[p][1]));
+                vreinterpretq_s32_s64(if hi { vzip2q_s64(l, r) } else { vzip1q_s64(l, r) })
+            };
+            [row(0, false), row(0, true), row(1, false), row(1, true)]
         }
-    }
-    scalar::gemm_q8_block(a, w, bias, out, s, 0..m2, n4..s.n);
-    scalar::gemm_q8_block(a, w, bias, out, s, m2..s.m, 0..s.n);
+    })
 }
 
 /// The NEON float GEMM (f16 weights widened with `fcvtl`, base ARMv8).
