@@ -61,3 +61,7 @@ bash tools/arm-tests.sh
 
 step "Bare-metal Cortex-A (AArch64 virt): Cortex-A53, Cortex-A76, max"
 bash tools/cortex-a.sh
+
+step "Firmware examples under QEMU: Cortex-M55 (Helium), Cortex-M4 and M7 (DSP); MCU model files up to date"
+bash firmware/models/make.sh --check
+bash tools/firmware.sh

@@ -68,6 +68,25 @@ pub const DEMO: Config = Config {
     layer_norm_eps: 1e-12,
 };
 
+/// The `firmware/` examples' model (`qformer synth --preset mcu`), sized for a
+/// microcontroller: 4 layers, 128 wide, 4 heads (of 32), 256 feed-forward, cross-attention
+/// every 2nd layer, 16 queries, 50 x 192 image features (a 7 x 7 patch grid plus CLS from a
+/// DeiT-Tiny-sized encoder), projection to 128. In int8 (groups of 32) the blob is 815 KiB
+/// and the arena 87 KiB, so blob, code and data fit 1 MiB of flash and 256 KiB of RAM.
+pub const MCU: Config = Config {
+    num_layers: 4,
+    hidden: 128,
+    num_heads: 4,
+    intermediate: 256,
+    cross_attention_frequency: 2,
+    encoder_hidden: 192,
+    num_queries: 16,
+    max_image_tokens: 50,
+    projection_dim: 128,
+    activation: Activation::Gelu,
+    layer_norm_eps: 1e-12,
+};
+
 impl Spec {
     /// Hugging Face's initialisation (`initializer_range` 0.02): weights N(0, 0.02), biases
     /// 0, LayerNorm gains 1.

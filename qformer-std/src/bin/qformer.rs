@@ -99,7 +99,8 @@ enum Command {
         /// Output directory: config.json, model.safetensors, input.safetensors.
         dir: PathBuf,
         /// `blip2`: BLIP-2's Q-Former (12 x 768, 257 x 1408 image features); `demo`: the
-        /// demo's small model.
+        /// demo's small model; `mcu`: the firmware examples' model (4 x 128, 50 x 192 image
+        /// features; 815 KiB in int8).
         #[arg(long, default_value = "blip2")]
         preset: Preset,
         /// Images in input.safetensors.
@@ -118,6 +119,7 @@ enum Command {
 enum Preset {
     Blip2,
     Demo,
+    Mcu,
 }
 
 fn main() -> ExitCode {
@@ -340,6 +342,7 @@ fn synth_checkpoint(dir: &Path, preset: Preset, batch: usize, outliers: &[usize]
     let config = match preset {
         Preset::Blip2 => qformer_core::Config::BLIP2,
         Preset::Demo => synth::DEMO,
+        Preset::Mcu => synth::MCU,
     };
     if let Some(c) = outliers.iter().find(|&&c| c >= config.encoder_hidden as usize) {
         bail!("outlier channel {c} is beyond d_v = {}", config.encoder_hidden);

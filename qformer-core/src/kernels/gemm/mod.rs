@@ -73,6 +73,7 @@ impl Q8Gemm {
 
     /// A variant from its parts. Only the ISA modules of this crate build variants, and only
     /// for functions that are safe to call on every CPU that can obtain the value.
+    #[allow(dead_code)] // only the SIMD modules build variants, and targets without one have none
     pub(crate) const fn new(name: &'static str, run: Q8Fn) -> Q8Gemm {
         Q8Gemm { name, run }
     }
@@ -156,6 +157,7 @@ impl FGemm {
     /// The best variant enabled at compile time.
     pub const COMPILED: FGemm = compiled_f();
 
+    #[allow(dead_code)] // only the SIMD modules build variants, and targets without one have none
     pub(crate) const fn new(name: &'static str, f32: F32Fn, f16: F16Fn) -> FGemm {
         FGemm { name, f32, f16 }
     }
