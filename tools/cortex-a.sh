@@ -30,5 +30,7 @@ for cpu in cortex-a53 cortex-a76 max; do
     failures=$((failures + 1))
   fi
 done
+# Image size (the blob and the arena are not in the image: loader memory and heap).
+aarch64-linux-gnu-size "$elf" | awk 'NR == 2 { printf "image: text+rodata %d bytes, data %d, bss %d\n", $1, $2, $3 }'
 ((failures == 0)) && echo "cortex-a: all CPUs passed"
 exit $((failures > 0))

@@ -135,6 +135,7 @@ extern "C" fn main() -> ! {
     let mut arena = vec![0u128; model.arena_bytes().div_ceil(16)];
     let arena: &mut [u8] = bytemuck::cast_slice_mut(&mut arena);
     let _ = writeln!(con, "blob {len} bytes at {BLOB_ADDR:#x}, arena {} bytes on the heap", model.arena_bytes());
+    rt::paint_stack();
     for q8 in variants.iter() {
         let model = model.with_kernels(Kernels { q8, ..Kernels::COMPILED });
         let mut out = vec![0f32; (c.num_queries * c.hidden) as usize];
@@ -166,6 +167,7 @@ extern "C" fn main() -> ! {
             if same { "equal to" } else { "DIFFERENT from" }
         );
     }
+    let _ = writeln!(con, "peak stack of the forward passes: {} bytes", rt::stack_high_water());
     let _ = writeln!(con, "cortex-a-virt: {}", if ok { "all checks passed" } else { "FAILED" });
     exit(ok)
 }

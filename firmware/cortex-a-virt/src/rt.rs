@@ -145,6 +145,37 @@ pub fn cpu_name() -> &'static str {
 extern "C" {
     static __heap_start: u8;
     static __heap_end: u8;
+    static __stack_bottom: u8;
+    static __stack_top: u8;
+}
+
+const PAINT: u64 = 0x5a5a_5a5a_5a5a_5a5a;
+
+/// Fills the unused part of the stack (from its bottom up to 256 bytes below the current
+/// stack pointer) with a pattern, for [`stack_high_water`].
+pub fn paint_stack() {
+    let bottom = &raw const __stack_bottom as usize;
+    let sp: usize;
+    // SAFETY: reading the stack pointer has no side effect.
+    unsafe { asm!("mov {s}, sp", s = out(reg) sp, options(nomem, nostack)) };
+    let mut p = bottom;
+    while p + 8 <= sp - 256 {
+        // SAFETY: [bottom, sp - 256) is the unused part of this image's stack (link.ld): no
+        // live data is there, and it is 8-byte aligned RAM.
+        unsafe { core::ptr::write_volatile(p as *mut u64, PAINT) };
+        p += 8;
+    }
+}
+
+/// Bytes of stack used since [`paint_stack`]: from the top down to the lowest overwritten word.
+pub fn stack_high_water() -> usize {
+    let (bottom, top) = (&raw const __stack_bottom as usize, &raw const __stack_top as usize);
+    let mut p = bottom;
+    // SAFETY: reads within the stack region, 8-byte aligned.
+    while p < top && unsafe { core::ptr::read_volatile(p as *const u64) } == PAINT {
+        p += 8;
+    }
+    top - p
 }
 
 /// Start of the heap region (link.ld).
