@@ -116,7 +116,8 @@ const fn compiled_q8() -> Q8Gemm {
 }
 
 /// Every variant compiled into this build, the scalar one first. Variants whose CPU
-/// feature is not enabled at compile time are listed by [`Q8Gemm::available`].
+/// feature is only known at run time come from the `*_unchecked` constructors of the ISA
+/// modules (see `qformer_std::runtime::q8_variants`).
 pub fn compiled_variants() -> &'static [Q8Gemm] {
     &[
         Q8Gemm::SCALAR,

@@ -37,7 +37,7 @@ pub fn gemm_f32(a: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], s: 
     }
 }
 
-/// See [`super::gemm_f16`]. Converts 64 weights at a time to f32, then uses the f32 dot.
+/// See [`super::FGemm::run_f16`]. Converts 64 weights at a time to f32, then uses the f32 dot.
 pub fn gemm_f16(a: &[f32], w: &[f16], bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
     let Shape { m, n, k, ldo } = s;
     const CHUNK: usize = 64;
