@@ -263,13 +263,14 @@ pub struct QuantMismatch {
 }
 
 /// Compares `variant` with [`Quantizer::SCALAR`](super::quant::Quantizer::SCALAR) on random
-/// groups, all-zero groups, and groups whose scaled values fall exactly on .5 ties. `scratch`
+/// groups, all-zero groups, groups whose scaled values fall exactly on .5 ties, groups so
+/// small that `127 / max` overflows, and groups holding an infinity or a NaN. `scratch`
 /// must hold `4 * 3072 + 2 * 3072 + 64` bytes.
 pub fn quant_sweep(variant: super::quant::Quantizer, scratch: &mut [u8]) -> Result<usize, QuantMismatch> {
     let mut rng = Rng(0xfeed_beef);
     let mut cases = 0;
     for &len in &QUANT_LENGTHS {
-        for kind in 0..3 {
+        for kind in 0..6 {
             let mut rest: &mut [u8] = scratch;
             let src: &mut [f32] = bytemuck::cast_slice_mut(take(&mut rest, 4 * len));
             let got: &mut [i8] = bytemuck::cast_slice_mut(take(&mut rest, len));
@@ -279,7 +280,13 @@ pub fn quant_sweep(variant: super::quant::Quantizer, scratch: &mut [u8]) -> Resu
                     0 => (rng.scale() - 0.5) * 7.0,
                     1 => 0.0,
                     // max|x| = 127 makes the scaled value x itself: exact .5 ties.
-                    _ => ((i % 255) as f32 - 127.0) + if i % 3 == 0 { 0.5 } else { -0.5 },
+                    2 => ((i % 255) as f32 - 127.0) + if i % 3 == 0 { 0.5 } else { -0.5 },
+                    // So small that 127 / max|x| overflows (subnormals included).
+                    3 => (rng.scale() - 0.5) * 1e-37,
+                    // An infinity, and a NaN, among ordinary values.
+                    4 if i == len / 2 => f32::INFINITY,
+                    5 if i == len / 3 => f32::NAN,
+                    _ => (rng.scale() - 0.5) * 7.0,
                 };
             }
             if kind == 2 && len > 0 {

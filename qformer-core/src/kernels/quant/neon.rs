@@ -16,13 +16,17 @@ fn quantize_neon(src: &[f32], out: &mut [i8]) -> f32 {
     // steps inside `src` and `out`, whose lengths are equal multiples of 8.
     unsafe {
         let mut vmax = vdupq_n_f32(0.0);
+        let mut finite = vdupq_n_u32(u32::MAX);
         for c in src.chunks_exact(4) {
-            vmax = vmaxq_f32(vmax, vabsq_f32(vld1q_f32(c.as_ptr())));
+            let a = vabsq_f32(vld1q_f32(c.as_ptr()));
+            vmax = vmaxq_f32(vmax, a);
+            finite = vandq_u32(finite, vcltq_f32(a, vdupq_n_f32(f32::INFINITY)));
         }
         let amax = vmaxvq_f32(vmax);
-        if amax == 0.0 {
-            out.fill(0);
-            return 0.0;
+        // Non-finite values (fmax would propagate NaN, the conversion saturates infinities)
+        // or a maximum so small that 127 / max overflows: the scalar code's answer.
+        if vminvq_u32(finite) == 0 || !(127.0 / amax).is_finite() {
+            return scalar::quantize_slice(src, out);
         }
         let inv = vdupq_n_f32(127.0 / amax);
         for (c, o) in src.chunks_exact(8).zip(out.chunks_exact_mut(8)) {

@@ -32,19 +32,24 @@ fn quantize_avx2(src: &[f32], out: &mut [i8]) -> f32 {
 #[target_feature(enable = "avx2")]
 unsafe fn kernel(src: &[f32], out: &mut [i8]) -> f32 {
     let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+    let inf = _mm256_set1_ps(f32::INFINITY);
     let mut vmax = _mm256_setzero_ps();
+    let mut special = _mm256_setzero_ps();
     for c in src.chunks_exact(8) {
         // SAFETY: `c` holds 8 f32.
-        let v = unsafe { _mm256_loadu_ps(c.as_ptr()) };
-        vmax = _mm256_max_ps(vmax, _mm256_and_ps(v, abs_mask));
+        let a = _mm256_and_ps(unsafe { _mm256_loadu_ps(c.as_ptr()) }, abs_mask);
+        vmax = _mm256_max_ps(vmax, a);
+        // NaN or infinity: not (|x| < inf).
+        special = _mm256_or_ps(special, _mm256_cmp_ps(a, inf, _CMP_NLT_UQ));
     }
     let mut lanes = [0f32; 8];
     // SAFETY: `lanes` holds 8 f32.
     unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), vmax) };
     let amax = lanes.iter().fold(0f32, |m, &x| m.max(x));
-    if amax == 0.0 {
-        out.fill(0);
-        return 0.0;
+    // Non-finite values, or a maximum so small that 127 / max overflows: the scalar code's
+    // answer (the vector conversion would turn infinities and NaN into i32::MIN).
+    if _mm256_movemask_ps(special) != 0 || !(127.0 / amax).is_finite() {
+        return scalar::quantize_slice(src, out);
     }
     let inv = _mm256_set1_ps(127.0 / amax);
     let half = _mm256_set1_ps(0.5);
