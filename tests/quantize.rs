@@ -1,4 +1,4 @@
-//! Checkpoint loading: real layouts load, and every inconsistency is an error naming the
+//! Checkpoint (and image input) loading: real layouts load, and every inconsistency is an error naming the
 //! file, tensor and shapes.
 
 use qformer_std::checkpoint::{self, LoadOptions};
@@ -125,4 +125,73 @@ fn non_finite_weight_is_named() {
     });
     let e = load_err(dir.path(), &LoadOptions::default());
     assert!(e.contains("output_query.dense.bias") && e.contains("non-finite"), "{e}");
+}
+
+#[test]
+fn absurd_vision_image_size_is_an_error_not_an_overflow() {
+    // Found by fuzzing (checkpoint_load): (image_size / patch_size)^2 + 1 overflowed u32.
+    let dir = copy_case("hf_relu_f1");
+    let cfg = dir.path().join("config.json");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("\"image_size\": 4", "\"image_size\": 131072");
+    std::fs::write(&cfg, text).unwrap();
+    let e = load_err(dir.path(), &LoadOptions::default());
+    assert!(e.contains("image_size 131072 / patch_size 2"), "{e}");
+}
+
+/// A `.npy` file (format 1.0) with the given header fields and raw data.
+fn npy(descr: &str, fortran: bool, shape: &str, data: &[u8]) -> Vec<u8> {
+    let order = if fortran { "True" } else { "False" };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': {order}, 'shape': {shape}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+fn read_npy(bytes: &[u8]) -> anyhow::Result<qformer_std::io::Images> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("images.npy");
+    std::fs::write(&path, bytes).unwrap();
+    qformer_std::io::read_images(&path)
+}
+
+#[test]
+fn npy_inputs_in_c_and_fortran_order_read_the_same() {
+    let values: Vec<f32> = (0..6).map(|v| v as f32).collect();
+    let c_bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let c = read_npy(&npy("<f4", false, "(2, 3)", &c_bytes)).unwrap();
+    assert_eq!((c.batch, c.tokens, c.dim, c.data), (1, 2, 3, values.clone()));
+    // Found by fuzzing (checkpoint_load): a Fortran-order array (what np.save writes for a
+    // transposed array) was read as if it were in C order.
+    let f_bytes: Vec<u8> = [0f32, 3., 1., 4., 2., 5.].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let f = read_npy(&npy("<f4", true, "(2, 3)", &f_bytes)).unwrap();
+    assert_eq!((f.batch, f.tokens, f.dim, f.data), (1, 2, 3, values));
+    let f64_bytes: Vec<u8> = (0..12).flat_map(|v| (v as f64).to_le_bytes()).collect();
+    let b = read_npy(&npy("<f8", false, "(2, 3, 2)", &f64_bytes)).unwrap();
+    assert_eq!((b.batch, b.tokens, b.dim, b.data.len()), (2, 3, 2, 12));
+}
+
+#[test]
+fn npy_shape_larger_than_the_file_is_an_error() {
+    // Found by fuzzing (checkpoint_load): npyz multiplies the dimensions unchecked (a panic
+    // with overflow checks) and trusts the shape for the data size.
+    for shape in ["(1099511627776, 1073741824)", "(4611686018427387904, 4611686018427387904, 16)", "(1000, 1000)"] {
+        let e = format!("{:#}", read_npy(&npy("<f4", false, shape, &[0; 16])).expect_err(shape));
+        assert!(e.contains("not a valid .npy file") && e.contains("more values than the file holds"), "{shape}: {e}");
+    }
+    for (header, what) in [
+        ("(2, x)", "not a decimal integer"),
+        ("(2, 03)", "not a decimal integer"),
+        ("(99999999999999999999999, 1)", "too large"),
+    ] {
+        let e = format!("{:#}", read_npy(&npy("<f4", false, header, &[0; 16])).expect_err(header));
+        assert!(e.contains(what), "{header}: {e}");
+    }
+    let dup = npy("<f4", false, "(2, 2), 'shape': (1, 1)", &[0; 16]);
+    assert!(format!("{:#}", read_npy(&dup).unwrap_err()).contains("appears twice"));
 }

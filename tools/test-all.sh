@@ -65,3 +65,7 @@ bash tools/cortex-a.sh
 step "Firmware examples under QEMU: Cortex-M55 (Helium), Cortex-M4 and M7 (DSP); MCU model files up to date"
 bash firmware/models/make.sh --check
 bash tools/firmware.sh
+
+step "Fuzzing: blob parsing, mutated blobs, checkpoint and input loading (60 s per target; corpus in fuzz/corpus)"
+rustup component list --toolchain nightly --installed 2>/dev/null | grep -q rust-src || rustup component add rust-src --toolchain nightly
+bash tools/fuzz.sh "${QFORMER_FUZZ_SECONDS:-60}"

@@ -303,7 +303,13 @@ fn config_from_json(v: &Value, path: &Path) -> Result<(Config, Option<u32>)> {
             let image = int(vc, "image_size", 224)?;
             let patch = int(vc, "patch_size", 14)?;
             if let Some(side) = image.checked_div(patch) {
-                max_tokens = Some(side * side + 1);
+                let tokens = side.checked_mul(side).and_then(|t| t.checked_add(1)).ok_or_else(|| {
+                    anyhow!(
+                        "{}: vision_config image_size {image} / patch_size {patch} gives more image tokens than fit in u32",
+                        path.display()
+                    )
+                })?;
+                max_tokens = Some(tokens);
             }
         }
     }

@@ -32,16 +32,133 @@ fn images_from(shape: &[usize], data: Vec<f32>, what: &str) -> Result<Images> {
         [b, m, dv] => (*b, *m, *dv),
         _ => bail!("{what} has shape {shape:?}, expected [M, d_v] or [B, M, d_v]"),
     };
+    if batch.checked_mul(tokens).and_then(|n| n.checked_mul(dim)) != Some(data.len()) {
+        bail!("{what} has shape {shape:?} but {} values", data.len());
+    }
     Ok(Images { data, batch, tokens, dim })
+}
+
+/// The shape and order of a `.npy` header, checked before `npyz` reads it: `npyz` multiplies
+/// the dimensions without an overflow check and sizes its reads from them. Accepts what
+/// NumPy writes — a dict of exactly `'descr'` (a string), `'fortran_order'` (`True` or
+/// `False`) and `'shape'` (a tuple of decimal integers) — with at most as many values as
+/// the file has bytes for.
+fn npy_shape(bytes: &[u8]) -> Result<(Vec<usize>, bool)> {
+    let (len, start): (usize, usize) = match bytes {
+        [0x93, b'N', b'U', b'M', b'P', b'Y', 1, _, a, b, ..] => (u16::from_le_bytes([*a, *b]) as usize, 10),
+        [0x93, b'N', b'U', b'M', b'P', b'Y', 2 | 3, _, a, b, c, d, ..] => {
+            (u32::from_le_bytes([*a, *b, *c, *d]) as usize, 12)
+        }
+        _ => bail!("no .npy magic and version"),
+    };
+    let text = bytes.get(start..start.saturating_add(len)).ok_or_else(|| anyhow!("the header runs past the end"))?;
+    let text = std::str::from_utf8(text).map_err(|_| anyhow!("the header is not UTF-8"))?;
+    let body = text
+        .trim()
+        .strip_prefix('{')
+        .and_then(|t| t.trim_end().strip_suffix('}'))
+        .ok_or_else(|| anyhow!("the header is not a dict"))?;
+    let (mut descr, mut fortran, mut shape) = (None, None, None);
+    let mut rest = body.trim_start();
+    while !rest.is_empty() {
+        let (key, after) = npy_string(rest).ok_or_else(|| anyhow!("bad key in the header"))?;
+        rest = after.trim_start().strip_prefix(':').ok_or_else(|| anyhow!("no ':' after '{key}'"))?.trim_start();
+        let slot_taken = match key {
+            "descr" => {
+                let (v, after) = npy_string(rest).ok_or_else(|| anyhow!("'descr' is not a plain string"))?;
+                rest = after;
+                descr.replace(v).is_some()
+            }
+            "fortran_order" => {
+                let (v, after) = if let Some(a) = rest.strip_prefix("True") {
+                    (true, a)
+                } else if let Some(a) = rest.strip_prefix("False") {
+                    (false, a)
+                } else {
+                    bail!("'fortran_order' is not True or False");
+                };
+                rest = after;
+                fortran.replace(v).is_some()
+            }
+            "shape" => {
+                let inner = rest.strip_prefix('(').ok_or_else(|| anyhow!("'shape' is not a tuple"))?;
+                let end = inner.find(')').ok_or_else(|| anyhow!("'shape' is not a tuple"))?;
+                let list = inner[..end].trim();
+                let list = list.strip_suffix(',').unwrap_or(list);
+                let dims =
+                    if list.is_empty() { Vec::new() } else { list.split(',').map(npy_dim).collect::<Result<_>>()? };
+                rest = &inner[end + 1..];
+                shape.replace(dims).is_some()
+            }
+            other => bail!("unexpected key '{other}' in the header"),
+        };
+        if slot_taken {
+            bail!("key '{key}' appears twice in the header");
+        }
+        rest = rest.trim_start();
+        match rest.strip_prefix(',') {
+            Some(r) => rest = r.trim_start(),
+            None if rest.is_empty() => {}
+            None => bail!("expected ',' after '{key}' in the header"),
+        }
+    }
+    let (Some(_), Some(fortran), Some(shape)) = (descr, fortran, shape) else {
+        bail!("the header lacks 'descr', 'fortran_order' or 'shape'");
+    };
+    let count = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+    if count.is_none_or(|n| n > bytes.len() - start - len) {
+        bail!("shape {shape:?} needs more values than the file holds");
+    }
+    Ok((shape, fortran))
+}
+
+/// One dimension: a decimal integer as NumPy writes it (no sign, no leading zero).
+fn npy_dim(d: &str) -> Result<usize> {
+    let d = d.trim();
+    if d.is_empty() || !d.bytes().all(|c| c.is_ascii_digit()) || (d.len() > 1 && d.starts_with('0')) {
+        bail!("dimension {d:?} is not a decimal integer");
+    }
+    d.parse().map_err(|_| anyhow!("dimension {d} is too large"))
+}
+
+/// A Python string literal without escapes at the start of `s`, and what follows it.
+fn npy_string(s: &str) -> Option<(&str, &str)> {
+    let quote = s.chars().next().filter(|c| *c == '\'' || *c == '"')?;
+    let end = s[1..].find(quote)? + 1;
+    let v = &s[1..end];
+    (!v.contains('\\')).then_some((v, &s[end + 1..]))
+}
+
+/// `data` (`shape`, first index fastest) in C order (last index fastest).
+fn fortran_to_c(data: &[f32], shape: &[usize]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(data.len());
+    let mut index = vec![0usize; shape.len()];
+    for _ in 0..data.len() {
+        let (mut at, mut stride) = (0, 1);
+        for (i, d) in index.iter().zip(shape) {
+            at += i * stride;
+            stride *= d;
+        }
+        out.push(data[at]);
+        for axis in (0..shape.len()).rev() {
+            index[axis] += 1;
+            if index[axis] < shape[axis] {
+                break;
+            }
+            index[axis] = 0;
+        }
+    }
+    out
 }
 
 /// Reads `image_embeds` from a safetensors file or a `.npy` file.
 pub fn read_images(path: &Path) -> Result<Images> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     if path.extension().is_some_and(|e| e == "npy") {
+        let (shape, fortran) =
+            npy_shape(&bytes).with_context(|| format!("{}: not a valid .npy file", path.display()))?;
         let npy =
             npyz::NpyFile::new(&bytes[..]).with_context(|| format!("{}: not a valid .npy file", path.display()))?;
-        let shape: Vec<usize> = npy.shape().iter().map(|&s| s as usize).collect();
         let data: Vec<f32> = match npy.dtype() {
             npyz::DType::Plain(t) if t.type_char() == npyz::TypeChar::Float && t.size_field() == 4 => {
                 npy.into_vec::<f32>().with_context(|| format!("{}: cannot read f32 data", path.display()))?
@@ -54,6 +171,8 @@ pub fn read_images(path: &Path) -> Result<Images> {
                 .collect(),
             other => bail!("{}: dtype {other:?} is not supported (f32 or f64)", path.display()),
         };
+        // NumPy saves a transposed array as is, with `fortran_order: True`.
+        let data = if fortran { fortran_to_c(&data, &shape) } else { data };
         return images_from(&shape, data, &path.display().to_string());
     }
     let st = SafeTensors::deserialize(&bytes)

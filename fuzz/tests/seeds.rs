@@ -1,0 +1,149 @@
+//! Writes the seed corpora under `fuzz/corpus/<target>/` (deterministic: re-running it
+//! rewrites the same bytes). Run with
+//! `cd fuzz && cargo +nightly test --test seeds -- --ignored`.
+
+use std::path::{Path, PathBuf};
+
+use qformer_core::blob::{CHECKSUM_OFFSET, HEADER_BYTES};
+use qformer_core::{Activation, Config, Precision};
+use qformer_std::synth::Spec;
+use qformer_std::writer::{build_blob, BlobOptions};
+use qformer_tests::{fixture, tiny_blob};
+
+fn corpus(target: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus").join(target);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn put(dir: &Path, name: &str, bytes: &[u8]) {
+    std::fs::write(dir.join(name), bytes).unwrap();
+}
+
+fn read(case: &str, file: &str) -> Vec<u8> {
+    std::fs::read(fixture(case).join(file)).unwrap()
+}
+
+/// A second shape of model: no projection, cross-attention in every layer, one head, relu,
+/// int8 group 16, fewer queries than image tokens.
+const SMALL: Config = Config {
+    num_layers: 1,
+    hidden: 16,
+    num_heads: 1,
+    intermediate: 48,
+    cross_attention_frequency: 1,
+    encoder_hidden: 20,
+    num_queries: 3,
+    max_image_tokens: 5,
+    projection_dim: 0,
+    activation: Activation::Relu,
+    layer_norm_eps: 1e-6,
+};
+
+/// A `.npy` (version 1.0) of `shape` with `descr` (`<f4`, `<f8`) and `data`.
+fn npy(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+/// A checkpoint_load input carrying its own config.
+fn with_config(config: &[u8], safetensors: &[u8], flags: u8) -> Vec<u8> {
+    let mut v = vec![flags & !1];
+    v.extend_from_slice(&(config.len() as u16).to_le_bytes());
+    v.extend_from_slice(config);
+    v.extend_from_slice(safetensors);
+    v
+}
+
+#[test]
+#[ignore = "writes the seed corpora into the source tree"]
+fn write_seed_corpora() {
+    // blob_parse: a valid blob of each precision, another shape, and truncations.
+    let dir = corpus("blob_parse");
+    let int8 = tiny_blob(Precision::Int8);
+    put(&dir, "tiny_int8.qfb", &int8);
+    put(&dir, "tiny_fp16.qfb", &tiny_blob(Precision::F16));
+    put(&dir, "tiny_f32.qfb", &tiny_blob(Precision::F32));
+    let small = Spec::textured(SMALL, 11).build();
+    put(
+        &dir,
+        "small_int8_g16.qfb",
+        &build_blob(&small, BlobOptions { precision: Precision::Int8, group: 16 }, || {}).unwrap(),
+    );
+    put(&dir, "small_f32.qfb", &build_blob(&small, BlobOptions::new(Precision::F32), || {}).unwrap());
+    let data_offset = u32::from_le_bytes(int8[32..36].try_into().unwrap()) as usize;
+    put(&dir, "trunc_header.qfb", &int8[..HEADER_BYTES]);
+    put(&dir, "trunc_table.qfb", &int8[..data_offset]);
+    put(&dir, "trunc_half.qfb", &int8[..int8.len() / 2]);
+    put(&dir, "trunc_short.qfb", &int8[..HEADER_BYTES - 1]);
+    let mut stale = int8.clone();
+    stale[CHECKSUM_OFFSET] ^= 1;
+    put(&dir, "stale_crc.qfb", &stale);
+
+    // blob_mutated: flags byte, optional cut length, then (u16 offset, xor) mutations.
+    let dir = corpus("blob_mutated");
+    put(&dir, "int8", &[0]);
+    put(&dir, "fp16", &[1]);
+    put(&dir, "f32", &[2]);
+    let mutation = |flags: u8, at: u16, x: u8| {
+        let mut v = vec![flags];
+        v.extend_from_slice(&at.to_le_bytes());
+        v.push(x);
+        v
+    };
+    put(&dir, "int8_layers", &mutation(8, 44, 1)); // num_layers 2 -> 3
+    put(&dir, "fp16_heads", &mutation(9, 52, 1)); // num_heads 4 -> 5
+    put(&dir, "int8_entry_offset", &mutation(8, (HEADER_BYTES + 32 * 3 + 16) as u16, 0x10));
+    put(&dir, "f32_weight_byte", &mutation(2, (data_offset + 7) as u16, 0x7f));
+    put(&dir, "int8_stale_crc", &mutation(4, 200, 1));
+    put(&dir, "int8_cut", &[16, 0x00, 0x10]);
+
+    // checkpoint_load: flags byte (bit 0: the hf_relu_f1 config), then the safetensors.
+    let dir = corpus("checkpoint_load");
+    let mut relu = vec![1u8];
+    relu.extend_from_slice(&read("hf_relu_f1", "model.safetensors"));
+    put(&dir, "hf_relu_f1", &relu);
+    put(&dir, "hf_bf16_fp16", &with_config(&read("hf_bf16", "config.json"), &read("hf_bf16", "model.safetensors"), 8));
+    put(
+        &dir,
+        "lavis_gelu_f2_f32",
+        &with_config(
+            &read("lavis_gelu_f2", "qformer_config.json"),
+            &read("lavis_gelu_f2", "model.safetensors"),
+            16 | 2,
+        ),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let small_hf = tmp.path().join("small");
+    qformer_std::weights::save_hf_checkpoint(&small, &small_hf).unwrap();
+    put(
+        &dir,
+        "small_hf",
+        &with_config(
+            &std::fs::read(small_hf.join("config.json")).unwrap(),
+            &std::fs::read(small_hf.join("model.safetensors")).unwrap(),
+            0,
+        ),
+    );
+    let mut io = vec![1u8];
+    io.extend_from_slice(&read("hf_relu_f1", "io.safetensors"));
+    put(&dir, "image_embeds_safetensors", &io);
+    let values: Vec<u8> = (0..2 * 3 * 4).flat_map(|i| (i as f32 * 0.25 - 1.0).to_le_bytes()).collect();
+    let mut n = vec![1u8];
+    n.extend_from_slice(&npy("<f4", &[2, 3, 4], &values));
+    put(&dir, "image_embeds_f32_npy", &n);
+    let values: Vec<u8> = (0..3 * 4).flat_map(|i| (i as f64 * 0.5).to_le_bytes()).collect();
+    let mut n = vec![1u8];
+    n.extend_from_slice(&npy("<f8", &[3, 4], &values));
+    put(&dir, "image_embeds_f64_npy", &n);
+}
