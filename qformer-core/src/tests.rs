@@ -116,6 +116,7 @@ fn int8_model_output_bytes_equal_the_host_reference_with_every_kernel() {
     let mut arena = vec![0u128; model.arena_bytes() / 16 + 1];
     let arena = bytemuck::cast_slice_mut::<u128, u8>(&mut arena);
     for q8 in q8_variants() {
+        #[allow(unused_mut)] // only x86_64 swaps the quantizer
         let mut kernels = Kernels { q8, ..Kernels::COMPILED };
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {

@@ -66,26 +66,49 @@ fn store(out: &mut [f32], at: usize, acc: float32x4_t, bias: Option<&[f32]>, j: 
     }
 }
 
-fn gemm_q8_base(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
+/// The exact dots of one group for a 4x4 tile (rows i.., columns j..), lane c of entry r
+/// = column j + c of row i + r, with `step(acc, x, y)` adding the 4-byte-lane dots of two
+/// 16-byte vectors into `acc`.
+///
+/// # Safety
+/// `step` must be runnable on this CPU, and rows `i..i + 4` of `a` and `j..j + 4` of `w`
+/// must hold `stride` values (checked by `Q8Gemm::run` for the tiles `drive_4x4` visits).
+#[inline(always)]
+unsafe fn tile_4x4(
+    a: &QRows<'_>,
+    w: &QRows<'_>,
+    (i, j, g): (usize, usize, usize),
+    step: impl Fn(int32x4_t, int8x16_t, int8x16_t) -> int32x4_t,
+) -> [int32x4_t; 4] {
     let (stride, group) = (a.stride, a.group);
-    drive_4x4(a, w, bias, out, s, |i, j, g| {
-        // SAFETY: NEON is enabled; bounds as in `gemm_q8_sdot`. Two products of |a| <= 127
-        // and |w| <= 128 sum to at most 32512, inside i16.
-        unsafe {
-            let ap = a.values.as_ptr().add(i * stride + g * group);
-            let wp = w.values.as_ptr().add(j * stride + g * group);
-            let mut acc = [[vdupq_n_s32(0); 4]; 4];
-            for k in (0..group).step_by(16) {
-                let x: [int8x16_t; 4] = core::array::from_fn(|r| vld1q_s8(ap.add(r * stride + k)));
-                let y: [int8x16_t; 4] = core::array::from_fn(|c| vld1q_s8(wp.add(c * stride + k)));
-                for r in 0..4 {
-                    for c in 0..4 {
-                        let p = vmlal_high_s8(vmull_s8(vget_low_s8(x[r]), vget_low_s8(y[c])), x[r], y[c]);
-                        acc[r][c] = vpadalq_s16(acc[r][c], p);
-                    }
+    debug_assert!(a.values.len() >= (i + 4) * stride && w.values.len() >= (j + 4) * stride);
+    // SAFETY: per the contract, every 16-byte load lies inside group g of one of those rows
+    // (group is a multiple of 16); NEON is enabled for this module.
+    unsafe {
+        let ap = a.values.as_ptr().add(i * stride + g * group);
+        let wp = w.values.as_ptr().add(j * stride + g * group);
+        let mut acc = [[vdupq_n_s32(0); 4]; 4];
+        for k in (0..group).step_by(16) {
+            let x: [int8x16_t; 4] = core::array::from_fn(|r| vld1q_s8(ap.add(r * stride + k)));
+            let y: [int8x16_t; 4] = core::array::from_fn(|c| vld1q_s8(wp.add(c * stride + k)));
+            for r in 0..4 {
+                for c in 0..4 {
+                    acc[r][c] = step(acc[r][c], x[r], y[c]);
                 }
             }
-            core::array::from_fn(|r| reduce4(acc[r]))
+        }
+        core::array::from_fn(|r| reduce4(acc[r]))
+    }
+}
+
+fn gemm_q8_base(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
+    drive_4x4(a, w, bias, out, s, |i, j, g| {
+        // SAFETY: smull/smlal/sadalp are base NEON; bounds as `drive_4x4` guarantees. Two
+        // products of |a| <= 127 and |w| <= 128 sum to at most 32512, inside i16.
+        unsafe {
+            tile_4x4(a, w, (i, j, g), |acc, x, y| {
+                vpadalq_s16(acc, vmlal_high_s8(vmull_s8(vget_low_s8(x), vget_low_s8(y)), x, y))
+            })
         }
     })
 }
@@ -137,27 +160,11 @@ fn drive_4x4(
 }
 
 fn gemm_q8_sdot(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
-    let (stride, group) = (a.stride, a.group);
     drive_4x4(a, w, bias, out, s, |i, j, g| {
         // SAFETY: this function is only reachable through `SDOT` (dotprod enabled at compile
-        // time) or `sdot_unchecked` (whose caller guarantees dotprod). `Q8Gemm::run` checked
-        // that rows i..i+4 of `a` and j..j+4 of `w` hold `stride` bytes; every 16-byte load
-        // lies inside group g of such a row (group is a multiple of 16).
-        unsafe {
-            let ap = a.values.as_ptr().add(i * stride + g * group);
-            let wp = w.values.as_ptr().add(j * stride + g * group);
-            let mut acc = [[vdupq_n_s32(0); 4]; 4];
-            for k in (0..group).step_by(16) {
-                let x: [int8x16_t; 4] = core::array::from_fn(|r| vld1q_s8(ap.add(r * stride + k)));
-                let y: [int8x16_t; 4] = core::array::from_fn(|c| vld1q_s8(wp.add(c * stride + k)));
-                for r in 0..4 {
-                    for c in 0..4 {
-                        acc[r][c] = sdot(acc[r][c], x[r], y[c]);
-                    }
-                }
-            }
-            core::array::from_fn(|r| reduce4(acc[r]))
-        }
+        // time) or `sdot_unchecked` (whose caller guarantees dotprod); bounds as `drive_4x4`
+        // guarantees.
+        unsafe { tile_4x4(a, w, (i, j, g), |acc, x, y| sdot(acc, x, y)) }
     })
 }
 
