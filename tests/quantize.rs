@@ -195,3 +195,23 @@ fn npy_shape_larger_than_the_file_is_an_error() {
     let dup = npy("<f4", false, "(2, 2), 'shape': (1, 1)", &[0; 16]);
     assert!(format!("{:#}", read_npy(&dup).unwrap_err()).contains("appears twice"));
 }
+
+#[test]
+fn instructblip_names_load_like_blip2() {
+    // InstructBLIP's Q-Former keeps its input LayerNorm under `embeddings.layernorm` and has
+    // word/position embeddings and text-side layers the query path does not use.
+    let dir = copy_case("hf_relu_f1");
+    rewrite_safetensors(&dir.path().join("model.safetensors"), |l| {
+        for t in l.iter_mut() {
+            if let Some(rest) = t.0.strip_prefix("qformer.layernorm.") {
+                t.0 = format!("qformer.embeddings.layernorm.{rest}");
+            }
+        }
+        let f32_bytes = |n: usize| vec![0u8; 4 * n];
+        l.push(("qformer.embeddings.word_embeddings.weight".into(), safetensors::Dtype::F32, vec![10, 32], f32_bytes(320)));
+        l.push(("qformer.encoder.layer.0.intermediate.dense.weight".into(), safetensors::Dtype::F32, vec![64, 32], f32_bytes(2048)));
+    });
+    let blip2 = weights("hf_relu_f1");
+    let instruct = checkpoint::load(dir.path(), &LoadOptions::default()).unwrap();
+    assert_eq!(instruct, blip2);
+}
