@@ -208,8 +208,18 @@ fn instructblip_names_load_like_blip2() {
             }
         }
         let f32_bytes = |n: usize| vec![0u8; 4 * n];
-        l.push(("qformer.embeddings.word_embeddings.weight".into(), safetensors::Dtype::F32, vec![10, 32], f32_bytes(320)));
-        l.push(("qformer.encoder.layer.0.intermediate.dense.weight".into(), safetensors::Dtype::F32, vec![64, 32], f32_bytes(2048)));
+        l.push((
+            "qformer.embeddings.word_embeddings.weight".into(),
+            safetensors::Dtype::F32,
+            vec![10, 32],
+            f32_bytes(320),
+        ));
+        l.push((
+            "qformer.encoder.layer.0.intermediate.dense.weight".into(),
+            safetensors::Dtype::F32,
+            vec![64, 32],
+            f32_bytes(2048),
+        ));
     });
     let blip2 = weights("hf_relu_f1");
     let instruct = checkpoint::load(dir.path(), &LoadOptions::default()).unwrap();
