@@ -45,6 +45,14 @@ pub enum Naming {
     Lavis,
 }
 
+/// One tensor's place in a shard: shape, dtype and byte range in the mapped file.
+struct Located {
+    shard: usize,
+    shape: Vec<usize>,
+    dtype: Dtype,
+    bytes: std::ops::Range<usize>,
+}
+
 struct Shard {
     path: PathBuf,
     map: Mmap,
@@ -53,8 +61,8 @@ struct Shard {
 /// The memory-mapped files of a checkpoint and where each tensor lives.
 pub struct Checkpoint {
     shards: Vec<Shard>,
-    /// Tensor name → shard index.
-    index: BTreeMap<String, usize>,
+    /// Tensor name → where it is, read once from the shard headers at open.
+    index: BTreeMap<String, Located>,
     config_path: Option<PathBuf>,
     source: PathBuf,
 }
@@ -116,9 +124,16 @@ impl Checkpoint {
             let map = open_map(file)?;
             let st = SafeTensors::deserialize(&map)
                 .map_err(|e| anyhow!("{}: not a valid safetensors file: {e}", file.display()))?;
-            for name in st.names() {
-                if let Some(prev) = index.insert(name.to_string(), i) {
-                    bail!("tensor {name} appears in both {} and {}", files[prev].display(), file.display());
+            for (name, v) in st.iter() {
+                let start = v.data().as_ptr() as usize - map.as_ptr() as usize;
+                let located = Located {
+                    shard: i,
+                    shape: v.shape().to_vec(),
+                    dtype: v.dtype(),
+                    bytes: start..start + v.data().len(),
+                };
+                if let Some(prev) = index.insert(name.to_string(), located) {
+                    bail!("tensor {name} appears in both {} and {}", files[prev.shard].display(), file.display());
                 }
             }
             drop(st);
@@ -134,16 +149,11 @@ impl Checkpoint {
 
     /// Shape and dtype of tensor `name`.
     fn view(&self, name: &str) -> Result<(Vec<usize>, Dtype, &[u8], &Path)> {
-        let &i =
+        let t =
             self.index.get(name).ok_or_else(|| anyhow!("tensor {name} is missing from {}", self.source.display()))?;
-        let shard = &self.shards[i];
-        let st = SafeTensors::deserialize(&shard.map).map_err(|e| anyhow!("{}: {e}", shard.path.display()))?;
-        let v = st.tensor(name).map_err(|e| anyhow!("{}: tensor {name}: {e}", shard.path.display()))?;
-        let (shape, dtype) = (v.shape().to_vec(), v.dtype());
-        // The view borrows `shard.map`, not `st`: re-slice the map to return it.
-        let data = v.data();
-        let start = data.as_ptr() as usize - shard.map.as_ptr() as usize;
-        Ok((shape, dtype, &shard.map[start..start + data.len()], &shard.path))
+        let shard = &self.shards[t.shard];
+        // In range: `SafeTensors::deserialize` checked every tensor's offsets against the file.
+        Ok((t.shape.clone(), t.dtype, &shard.map[t.bytes.clone()], &shard.path))
     }
 
     /// Shape of tensor `name`.
