@@ -2,7 +2,7 @@
 //! file, tensor and shapes.
 
 use qformer_std::checkpoint::{self, LoadOptions};
-use qformer_tests::{copy_case, fixture, load_options, rewrite_safetensors, weights};
+use qformer_tests::{copy_case, fixture, load_options, npy, rewrite_safetensors, weights};
 
 fn load_err(dir: &std::path::Path, opts: &LoadOptions) -> String {
     format!("{:#}", checkpoint::load(dir, opts).expect_err("load must fail"))
@@ -136,21 +136,6 @@ fn absurd_vision_image_size_is_an_error_not_an_overflow() {
     std::fs::write(&cfg, text).unwrap();
     let e = load_err(dir.path(), &LoadOptions::default());
     assert!(e.contains("image_size 131072 / patch_size 2"), "{e}");
-}
-
-/// A `.npy` file (format 1.0) with the given header fields and raw data.
-fn npy(descr: &str, fortran: bool, shape: &str, data: &[u8]) -> Vec<u8> {
-    let order = if fortran { "True" } else { "False" };
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': {order}, 'shape': {shape}, }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(data);
-    out
 }
 
 fn read_npy(bytes: &[u8]) -> anyhow::Result<qformer_std::io::Images> {

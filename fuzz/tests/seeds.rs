@@ -8,7 +8,7 @@ use qformer_core::blob::{CHECKSUM_OFFSET, HEADER_BYTES};
 use qformer_core::{Activation, Config, Precision};
 use qformer_std::synth::Spec;
 use qformer_std::writer::{build_blob, BlobOptions};
-use qformer_tests::{fixture, tiny_blob};
+use qformer_tests::{fixture, npy, tiny_blob};
 
 fn corpus(target: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus").join(target);
@@ -39,22 +39,6 @@ const SMALL: Config = Config {
     activation: Activation::Relu,
     layer_norm_eps: 1e-6,
 };
-
-/// A `.npy` (version 1.0) of `shape` with `descr` (`<f4`, `<f8`) and `data`.
-fn npy(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let shape = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(data);
-    out
-}
 
 /// A checkpoint_load input carrying its own config.
 fn with_config(config: &[u8], safetensors: &[u8], flags: u8) -> Vec<u8> {
@@ -140,10 +124,10 @@ fn write_seed_corpora() {
     put(&dir, "image_embeds_safetensors", &io);
     let values: Vec<u8> = (0..2 * 3 * 4).flat_map(|i| (i as f32 * 0.25 - 1.0).to_le_bytes()).collect();
     let mut n = vec![1u8];
-    n.extend_from_slice(&npy("<f4", &[2, 3, 4], &values));
+    n.extend_from_slice(&npy("<f4", false, "(2, 3, 4)", &values));
     put(&dir, "image_embeds_f32_npy", &n);
     let values: Vec<u8> = (0..3 * 4).flat_map(|i| (i as f64 * 0.5).to_le_bytes()).collect();
     let mut n = vec![1u8];
-    n.extend_from_slice(&npy("<f8", &[3, 4], &values));
+    n.extend_from_slice(&npy("<f8", false, "(3, 4)", &values));
     put(&dir, "image_embeds_f64_npy", &n);
 }
