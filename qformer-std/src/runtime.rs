@@ -166,19 +166,15 @@ pub fn run_batch_with(
 /// is enabled at compile time).
 pub fn detect_kernels() -> qformer_core::kernels::Kernels {
     let mut k = qformer_core::kernels::Kernels::COMPILED;
-    // `q8_variants` lists the variants in increasing order of speed.
+    // Each list holds the variants in increasing order of speed.
     if let Some(best) = q8_variants().last() {
         k.q8 = *best;
     }
-    #[cfg(target_arch = "x86_64")]
-    if x86_has("avx2") {
-        // SAFETY: AVX2 was just detected on this CPU.
-        k.quant = unsafe { qformer_core::kernels::quant::x86::avx2_unchecked() };
+    if let Some(best) = quant_variants().last() {
+        k.quant = *best;
     }
-    #[cfg(target_arch = "x86_64")]
-    if ["avx2", "fma", "f16c"].iter().all(|f| x86_has(f)) {
-        // SAFETY: AVX2, FMA and F16C were just detected on this CPU.
-        k.f = unsafe { qformer_core::kernels::gemm::x86::f_avx2_unchecked() };
+    if let Some(best) = f_variants().last() {
+        k.f = *best;
     }
     k
 }
@@ -209,6 +205,34 @@ pub fn q8_variants() -> Vec<qformer_core::kernels::gemm::Q8Gemm> {
             // SAFETY: i8mm was just detected.
             v.push(unsafe { gemm::neon::i8mm_unchecked() });
         }
+    }
+    v.dedup_by_key(|k| k.name());
+    v
+}
+
+/// Every activation quantizer this CPU can run, scalar first (for benchmarks and reports).
+pub fn quant_variants() -> Vec<qformer_core::kernels::quant::Quantizer> {
+    use qformer_core::kernels::quant::Quantizer;
+    #[allow(unused_mut)]
+    let mut v = vec![Quantizer::SCALAR, Quantizer::COMPILED];
+    #[cfg(target_arch = "x86_64")]
+    if x86_has("avx2") {
+        // SAFETY: AVX2 was just detected.
+        v.push(unsafe { qformer_core::kernels::quant::x86::avx2_unchecked() });
+    }
+    v.dedup_by_key(|k| k.name());
+    v
+}
+
+/// Every float GEMM this CPU can run, scalar first (for benchmarks and reports).
+pub fn f_variants() -> Vec<qformer_core::kernels::gemm::FGemm> {
+    use qformer_core::kernels::gemm::FGemm;
+    #[allow(unused_mut)]
+    let mut v = vec![FGemm::SCALAR, FGemm::COMPILED];
+    #[cfg(target_arch = "x86_64")]
+    if ["avx2", "fma", "f16c"].iter().all(|f| x86_has(f)) {
+        // SAFETY: AVX2, FMA and F16C were just detected.
+        v.push(unsafe { qformer_core::kernels::gemm::x86::f_avx2_unchecked() });
     }
     v.dedup_by_key(|k| k.name());
     v
