@@ -29,9 +29,12 @@ impl Executor for Sequential {
     }
 }
 
-/// Rows per chunk when `rows` rows are spread over `threads`: even (so 2-row tiles are never
-/// split), at least 2.
+/// Rows a kernel tile covers at most (the 4-row int8 and float tiles): chunks are cut at
+/// multiples of it, so no tile is split and only the last chunk has leftover rows.
+pub const TILE_ROWS: usize = 4;
+
+/// Rows per chunk when `rows` rows are spread over `threads`: a multiple of [`TILE_ROWS`],
+/// at least one tile.
 pub fn rows_per_chunk(rows: usize, threads: usize) -> usize {
-    let per = rows.div_ceil(threads.max(1));
-    (per + per % 2).max(2)
+    rows.div_ceil(threads.max(1)).div_ceil(TILE_ROWS).max(1) * TILE_ROWS
 }
