@@ -27,7 +27,9 @@ Also printed: the per-linear breakdown (quantise ONE linear or ONE attention pro
 everything else float) for G=32 and per-channel, split into weights-only / activations-only /
 both; two alternatives at G=32 ((a) attention products in float, (b) P with a fixed per-row scale
 1/127); and two baselines (per-tensor symmetric activations; an ONNX-Runtime-dynamic-like scheme:
-per-channel int8 weights, per-tensor asymmetric uint8 activations, attention in float).
+per-channel int8 weights, per-tensor asymmetric uint8 activations, attention in float); and
+mixed precision (the most sensitive linears in fp16, added until 1-cos < 1e-3) with the floor
+that int8 attention products alone leave.
 """
 
 import argparse
@@ -321,6 +323,30 @@ def main():
             print(f"  {n:14s} {vals[0]:10.2e} {vals[1]:10.2e} {vals[2]:10.2e}")
         worst.sort(reverse=True)
         print("  largest contributors: " + ", ".join(f"{n} ({v:.1e})" for v, n in worst[:4]))
+
+    print("\n5) Mixed precision at G=32: linears kept in fp16 (weights and inputs unquantized), added in")
+    print("   order of their one-at-a-time gain, until 1-cos < 1e-3 (attention products stay int8):")
+    f16 = lambda w: w.astype(np.float16).astype(np.float64)  # noqa: E731
+    names = linear_names(m)
+
+    def mixed(promoted):
+        pol = scheme(m, 32)
+        for n in promoted:
+            pol.lin[n] = (f16, None)
+        return metrics(forward(m, ck, Z, pol), ref)["one_minus"]
+
+    base = mixed([])
+    gain = sorted(names, key=lambda n: mixed([n]))
+    promoted = []
+    print(f"  {'all int8':28s} 1-cos {base:.2e}")
+    for n in gain:
+        promoted.append(n)
+        e = mixed(promoted)
+        print(f"  + {n:26s} 1-cos {e:.2e}   ({len(promoted)} of {len(names)} linears in fp16)")
+        if e < 1e-3:
+            break
+    attn_only = metrics(forward(m, ck, Z, scheme(m, 32, linears=False)), ref)["one_minus"]
+    print(f"  floor with every linear in float (int8 attention products only): 1-cos {attn_only:.2e}")
 
 
 if __name__ == "__main__":
