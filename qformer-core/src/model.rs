@@ -107,7 +107,7 @@ struct Image<'s> {
     input: Input<'s>,
     tokens: usize,
     /// int8: channels zeroed in the int8 values, ascending.
-    outliers: &'s [u16],
+    outliers: &'s [u32],
     /// int8: their f32 values, `[tokens, outliers.len()]`.
     outlier_values: &'s [f32],
 }
@@ -134,7 +134,7 @@ impl Linear<'_> {
 /// The outlier channels of `image` (`[m, dv]`): over [`OUTLIER_RATIO`] times the mean
 /// channel maximum, at most [`MAX_IMAGE_OUTLIERS`] (the largest), ascending. `colmax` is
 /// `dv` scratch.
-fn image_outliers(image: &[f32], m: usize, dv: usize, colmax: &mut [f32]) -> heapless::Vec<u16, MAX_IMAGE_OUTLIERS> {
+fn image_outliers(image: &[f32], m: usize, dv: usize, colmax: &mut [f32]) -> heapless::Vec<u32, MAX_IMAGE_OUTLIERS> {
     colmax.fill(0.0);
     for row in image.chunks_exact(dv).take(m) {
         for (c, v) in colmax.iter_mut().zip(row) {
@@ -142,7 +142,7 @@ fn image_outliers(image: &[f32], m: usize, dv: usize, colmax: &mut [f32]) -> hea
         }
     }
     let mean = colmax.iter().sum::<f32>() / dv as f32;
-    let mut picked: heapless::Vec<u16, MAX_IMAGE_OUTLIERS> = heapless::Vec::new();
+    let mut picked: heapless::Vec<u32, MAX_IMAGE_OUTLIERS> = heapless::Vec::new();
     for (c, &v) in colmax.iter().enumerate() {
         if v <= OUTLIER_RATIO * mean {
             continue;
@@ -156,11 +156,11 @@ fn image_outliers(image: &[f32], m: usize, dv: usize, colmax: &mut [f32]) -> hea
                 .min_by(|a, b| colmax[*a.1 as usize].total_cmp(&colmax[*b.1 as usize]))
                 .expect("full, so not empty");
             if v > colmax[small as usize] {
-                picked[k] = c as u16;
+                picked[k] = c as u32;
             }
         } else {
             // Cannot fail: not full.
-            let _ = picked.push(c as u16);
+            let _ = picked.push(c as u32);
         }
     }
     picked.sort_unstable();

@@ -143,7 +143,14 @@ impl Bump {
             }
         };
         let offset = self.at;
-        match offset.checked_add(round_up(bytes, ALIGN)) {
+        let padded = match bytes.checked_add(ALIGN - 1) {
+            Some(b) => b / ALIGN * ALIGN,
+            None => {
+                self.overflow = true;
+                0
+            }
+        };
+        match offset.checked_add(padded) {
             Some(end) => self.at = end,
             None => self.overflow = true,
         }
@@ -152,9 +159,17 @@ impl Bump {
     /// `rows` rows of `cols` values quantized in groups of `group`.
     const fn take_q(&mut self, rows: usize, cols: usize, group: usize) -> QSpan {
         let stride = round_up(cols, group);
-        let values = self.take(rows * stride, 1);
-        let scales = self.take(rows * (stride / group), 4);
+        let values = match rows.checked_mul(stride) {
+            Some(count) => self.take(count, 1),
+            None => self.overflowed(),
+        };
+        let scales = self.take(rows, 4 * (stride / group));
         QSpan { values, scales }
+    }
+
+    const fn overflowed(&mut self) -> Span {
+        self.overflow = true;
+        Span { offset: self.at, bytes: 0 }
     }
 }
 
