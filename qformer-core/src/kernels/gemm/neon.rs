@@ -2,10 +2,11 @@
 //! A76 / Raspberry Pi 5) and `smmla` (ARMv8.6 i8mm). Stable Rust has no `sdot`/`smmla`
 //! intrinsics, so those two instructions are inline `asm!`.
 //!
-//! Tiles: 4 rows x 4 columns for all three; per group
-//! they reduce the i32 partial sums to one exact dot per output, then apply
-//! `acc += (sa * sw) * dot` lane-wise in f32 (no fused multiply-add), exactly the scalar
-//! order. Ragged rows and columns go to [`scalar::gemm_q8_block`].
+//! Tiles: `smull` and `smmla` 4 rows x 4 columns, reducing the i32 partial sums to one exact
+//! dot per output at the end of each group; `sdot` 4 rows x 8 columns with the activation
+//! rows transposed into 4-byte chunks and `sdot` by element, so its lanes are already whole
+//! dots. All then apply `acc += (sa * sw) * dot` lane-wise in f32 (no fused multiply-add),
+//! exactly the scalar order. Ragged rows and columns go to [`scalar::gemm_q8_block`].
 
 use core::arch::aarch64::*;
 use core::arch::asm;
@@ -17,7 +18,7 @@ use crate::kernels::QRows;
 pub const BASE: Q8Gemm = Q8Gemm::new("neon_gemm_q8_smull_4x4", gemm_q8_base);
 /// `sdot` variant.
 #[cfg(target_feature = "dotprod")]
-pub const SDOT: Q8Gemm = Q8Gemm::new("neon_gemm_q8_sdot_4x4", gemm_q8_sdot);
+pub const SDOT: Q8Gemm = Q8Gemm::new("neon_gemm_q8_sdot_4x8", gemm_q8_sdot);
 /// `smmla` variant.
 #[cfg(target_feature = "i8mm")]
 pub const I8MM: Q8Gemm = Q8Gemm::new("neon_gemm_q8_smmla_4x4", gemm_q8_i8mm);
@@ -27,7 +28,7 @@ pub const I8MM: Q8Gemm = Q8Gemm::new("neon_gemm_q8_smmla_4x4", gemm_q8_i8mm);
 /// # Safety
 /// The CPU running the returned kernel must implement FEAT_DotProd.
 pub unsafe fn sdot_unchecked() -> Q8Gemm {
-    Q8Gemm::new("neon_gemm_q8_sdot_4x4", gemm_q8_sdot)
+    Q8Gemm::new("neon_gemm_q8_sdot_4x8", gemm_q8_sdot)
 }
 
 /// The `smmla` variant on a CPU known at run time to have i8mm.
@@ -113,19 +114,6 @@ fn gemm_q8_base(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f
     })
 }
 
-/// `acc += sdot(x, y)` (four 4-way i8 dot products into i32 lanes).
-#[inline(always)]
-unsafe fn sdot(acc: int32x4_t, x: int8x16_t, y: int8x16_t) -> int32x4_t {
-    let mut acc = acc;
-    // SAFETY: the caller runs on a CPU with FEAT_DotProd (see `gemm_q8_sdot`); the
-    // instruction only reads and writes these registers.
-    unsafe {
-        asm!(".arch_extension dotprod", "sdot {acc:v}.4s, {x:v}.16b, {y:v}.16b",
-            acc = inout(vreg) acc, x = in(vreg) x, y = in(vreg) y, options(pure, nomem, nostack));
-    }
-    acc
-}
-
 /// Runs `tile(i, j)` for every 4x4 output tile, then the ragged rows and columns in scalar.
 #[inline(always)]
 fn drive_4x4(
@@ -159,13 +147,101 @@ fn drive_4x4(
     scalar::gemm_q8_block(a, w, bias, out, s, m4..s.m, 0..s.n);
 }
 
+/// Four `sdot`s by element: `acc[r] += at[q][r] · w[q]` for the four 4-byte chunks `q` of
+/// `w`, i.e. lane `r` of `acc` gains row `r`'s dot with the 16 bytes of `w` when `at[q]` holds
+/// chunk `q` of four rows (see [`transpose4`]).
+#[inline(always)]
+unsafe fn sdot_by_chunk(acc: int32x4_t, at: &[int8x16_t; 4], w: int8x16_t) -> int32x4_t {
+    let mut acc = acc;
+    // SAFETY: the caller runs on a CPU with FEAT_DotProd (see `gemm_q8_sdot`); the
+    // instructions only read and write these registers.
+    unsafe {
+        asm!(".arch_extension dotprod",
+            "sdot {acc:v}.4s, {a0:v}.16b, {w:v}.4b[0]",
+            "sdot {acc:v}.4s, {a1:v}.16b, {w:v}.4b[1]",
+            "sdot {acc:v}.4s, {a2:v}.16b, {w:v}.4b[2]",
+            "sdot {acc:v}.4s, {a3:v}.16b, {w:v}.4b[3]",
+            acc = inout(vreg) acc, a0 = in(vreg) at[0], a1 = in(vreg) at[1], a2 = in(vreg) at[2],
+            a3 = in(vreg) at[3], w = in(vreg) w, options(pure, nomem, nostack));
+    }
+    acc
+}
+
+/// 4x4 transpose of 32-bit chunks: `out[q]` = chunk `q` (bytes `4q..4q + 4`) of rows 0..4.
+#[inline(always)]
+fn transpose4(r: [int8x16_t; 4]) -> [int8x16_t; 4] {
+    // SAFETY: NEON is enabled for this module; register-only permutes.
+    unsafe {
+        let r: [int32x4_t; 4] = core::array::from_fn(|i| vreinterpretq_s32_s8(r[i]));
+        let t0 = vreinterpretq_s64_s32(vtrn1q_s32(r[0], r[1])); // r0c0 r1c0 r0c2 r1c2
+        let t1 = vreinterpretq_s64_s32(vtrn2q_s32(r[0], r[1])); // r0c1 r1c1 r0c3 r1c3
+        let t2 = vreinterpretq_s64_s32(vtrn1q_s32(r[2], r[3]));
+        let t3 = vreinterpretq_s64_s32(vtrn2q_s32(r[2], r[3]));
+        [
+            vreinterpretq_s8_s64(vtrn1q_s64(t0, t2)),
+            vreinterpretq_s8_s64(vtrn1q_s64(t1, t3)),
+            vreinterpretq_s8_s64(vtrn2q_s64(t0, t2)),
+            vreinterpretq_s8_s64(vtrn2q_s64(t1, t3)),
+        ]
+    }
+}
+
+/// Columns per `sdot` tile.
+const SDOT_COLS: usize = 8;
+
+/// 4 rows x 8 columns per tile, accumulators lane = row: the four activation rows are
+/// transposed into 4-byte chunks once per 16 bytes of `k`, and each weight column's 16 bytes
+/// go straight into `sdot` by element, so a group ends with exact per-output dots in lanes
+/// and needs no horizontal reduction.
 fn gemm_q8_sdot(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
-    drive_4x4(a, w, bias, out, s, |i, j, g| {
-        // SAFETY: this function is only reachable through `SDOT` (dotprod enabled at compile
-        // time) or `sdot_unchecked` (whose caller guarantees dotprod); bounds as `drive_4x4`
-        // guarantees.
-        unsafe { tile_4x4(a, w, (i, j, g), |acc, x, y| sdot(acc, x, y)) }
-    })
+    let (stride, group) = (a.stride, a.group);
+    let groups = stride / group;
+    let (m4, nt) = (s.m / 4 * 4, s.n / SDOT_COLS * SDOT_COLS);
+    for i in (0..m4).step_by(4) {
+        for j in (0..nt).step_by(SDOT_COLS) {
+            // SAFETY: this function is only reachable through `SDOT` (dotprod enabled at
+            // compile time) or `sdot_unchecked` (whose caller guarantees dotprod). Rows
+            // i..i+4 of `a` and j..j+8 of `w` hold `stride` bytes and `groups` scales each
+            // (`Q8Gemm::run` checked `m * stride`, `n * stride` values and `m * groups`,
+            // `n * groups` scales), and every 16-byte load
+            // starts at `g * group + k` with `k + 16 <= group` (group is a multiple of 16).
+            let facc = unsafe {
+                let ap = a.values.as_ptr().add(i * stride);
+                let wp = w.values.as_ptr().add(j * stride);
+                let (asp, wsp) = (a.scales.as_ptr().add(i * groups), w.scales.as_ptr().add(j * groups));
+                let mut facc = [vdupq_n_f32(0.0); SDOT_COLS];
+                for g in 0..groups {
+                    let mut acc = [vdupq_n_s32(0); SDOT_COLS];
+                    for k in (g * group..(g + 1) * group).step_by(16) {
+                        let at = transpose4(core::array::from_fn(|r| vld1q_s8(ap.add(r * stride + k))));
+                        for (c, accc) in acc.iter_mut().enumerate() {
+                            *accc = sdot_by_chunk(*accc, &at, vld1q_s8(wp.add(c * stride + k)));
+                        }
+                    }
+                    // Scales (r, g) of rows i.. and (c, g) of columns j..: in bounds as above.
+                    let sa: [f32; 4] = core::array::from_fn(|r| *asp.add(r * groups + g));
+                    let sa = vld1q_f32(sa.as_ptr());
+                    for (c, f) in facc.iter_mut().enumerate() {
+                        // (sa * sw) * dot, then the add: the scalar kernel's rounding order.
+                        let scale = vmulq_n_f32(sa, *wsp.add(c * groups + g));
+                        *f = vaddq_f32(*f, vmulq_f32(scale, vcvtq_f32_s32(acc[c])));
+                    }
+                }
+                facc
+            };
+            for (c, f) in facc.iter().enumerate() {
+                let mut v = [0f32; 4];
+                // SAFETY: NEON is enabled; `v` holds 4 f32.
+                unsafe { vst1q_f32(v.as_mut_ptr(), *f) };
+                let b = bias.map_or(0.0, |b| b[j + c]);
+                for (r, x) in v.iter().enumerate() {
+                    out[(i + r) * s.ldo + j + c] = x + b;
+                }
+            }
+        }
+    }
+    scalar::gemm_q8_block(a, w, bias, out, s, 0..m4, nt..s.n);
+    scalar::gemm_q8_block(a, w, bias, out, s, m4..s.m, 0..s.n);
 }
 
 /// `acc += smmla(x, y)`: x = [row0 k0..8 | row1 k0..8], y = [col0 k0..8 | col1 k0..8],
