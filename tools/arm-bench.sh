@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Instruction counts of the int8 GEMM at BLIP-2 shapes on Cortex-M under QEMU, scalar vs SIMD
+# Instruction counts of the int8 GEMM, the float GEMM (f32/fp16 weights) and the activation
+# quantizer at BLIP-2 shapes on Cortex-M under QEMU, scalar vs SIMD
 # (firmware/kernel-tests, bin `bench`). A benchmark, not a test: QEMU with `-icount shift=0`
 # counts instructions (read from SysTick), not cycles; quote them as instruction counts.
 #

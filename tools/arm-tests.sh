@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Bare-metal tests of qformer-core's int8 kernels on Cortex-M under QEMU (firmware/kernel-tests):
-# every compiled int8 GEMM variant against scalar, bit for bit, and the tiny int8 model's output
+# Bare-metal tests of qformer-core's kernels on Cortex-M under QEMU (firmware/kernel-tests):
+# every compiled int8 GEMM variant and activation quantizer against scalar, bit for bit, every
+# compiled float GEMM within its bound of scalar, and the tiny int8 model's output
 # bytes against the host's. Builds each image once, runs it with a timeout, fails on any failure.
 #
 #   Cortex-M55 + Helium (MVE): thumbv8m.main-none-eabihf, +mve, feature helium -> qemu mps3-an547

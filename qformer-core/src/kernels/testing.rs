@@ -263,14 +263,15 @@ pub struct QuantMismatch {
 }
 
 /// Compares `variant` with [`Quantizer::SCALAR`](super::quant::Quantizer::SCALAR) on random
-/// groups, all-zero groups, groups whose scaled values fall exactly on .5 ties, groups so
-/// small that `127 / max` overflows, and groups holding an infinity or a NaN. `scratch`
-/// must hold `4 * 3072 + 2 * 3072 + 64` bytes.
+/// groups, all-zero groups, groups whose scaled values fall exactly on .5 ties or one ulp to
+/// either side of them, groups so small that `127 / max` overflows, groups with a small
+/// maximum (about 2^-99) holding subnormals, and groups holding an infinity or a NaN.
+/// `scratch` must hold `4 * 3072 + 2 * 3072 + 64` bytes.
 pub fn quant_sweep(variant: super::quant::Quantizer, scratch: &mut [u8]) -> Result<usize, QuantMismatch> {
     let mut rng = Rng(0xfeed_beef);
     let mut cases = 0;
     for &len in &QUANT_LENGTHS {
-        for kind in 0..6 {
+        for kind in 0..8 {
             let mut rest: &mut [u8] = scratch;
             let src: &mut [f32] = bytemuck::cast_slice_mut(take(&mut rest, 4 * len));
             let got: &mut [i8] = bytemuck::cast_slice_mut(take(&mut rest, len));
@@ -286,10 +287,20 @@ pub fn quant_sweep(variant: super::quant::Quantizer, scratch: &mut [u8]) -> Resu
                     // An infinity, and a NaN, among ordinary values.
                     4 if i == len / 2 => f32::INFINITY,
                     5 if i == len / 3 => f32::NAN,
+                    // With max|x| = 127 (below): one ulp either side of the .5 ties in
+                    // [-126.5, 126.5], 0.49999997 included.
+                    6 => {
+                        let tie = ((i / 2 % 254) as f32 - 127.0) + 0.5;
+                        let b = tie.to_bits();
+                        f32::from_bits(if i % 2 == 0 { b + 1 } else { b - 1 })
+                    }
+                    // A maximum near 2^-99, subnormals among the values.
+                    7 if i % 3 == 1 => f32::from_bits(rng.next() & 0x807f_ffff),
+                    7 => (rng.scale() - 0.5) * libm::ldexpf(1.0, -98),
                     _ => (rng.scale() - 0.5) * 7.0,
                 };
             }
-            if kind == 2 && len > 0 {
+            if (kind == 2 || kind == 6) && len > 0 {
                 src[0] = 127.0;
             }
             let sg = variant.group(src, got);

@@ -1,4 +1,5 @@
-//! Instruction counts of the int8 GEMM at BLIP-2 shapes, scalar vs the SIMD variant, under
+//! Instruction counts of the int8 GEMM, the float GEMM (f32 and fp16 weights) and the
+//! activation quantizer at BLIP-2 shapes, scalar vs the SIMD variant, under
 //! `qemu-system-arm -icount shift=0` (see tools/arm-bench.sh). QEMU counts instructions, not
 //! cycles: with `shift=0` virtual time advances 1 ns per instruction, and SysTick runs on the
 //! CPU clock (32 MHz on mps3-an547 = 31.25 instructions per tick, 25 MHz on mps2-an386/an500 =
@@ -13,7 +14,8 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::{entry, exception};
 use kernel_tests::{cpu, exit, hprintln};
-use qformer_core::kernels::gemm::{self, Q8Gemm, Shape};
+use qformer_core::kernels::gemm::{self, FGemm, Q8Gemm, Shape};
+use qformer_core::kernels::quant::{self, Quantizer, Strided};
 use qformer_core::kernels::QRows;
 
 static WRAPS: AtomicU32 = AtomicU32::new(0);
@@ -90,6 +92,7 @@ mod bytemuck_free {
     pub trait Pod {}
     impl Pod for i8 {}
     impl Pod for f32 {}
+    impl Pod for half::f16 {}
 }
 
 #[entry]
@@ -189,7 +192,132 @@ fn main() -> ! {
             );
         }
     }
+    ok &= float_gemm(ram);
+    ok &= quantizer(ram);
     exit(ok)
+}
+
+/// Float GEMM, f32 and fp16 weights, scalar vs the last compiled variant (outputs differ
+/// within the float bound, so only the instruction counts are shown; `f_sweep` in the tests
+/// checks the values).
+fn float_gemm(ram: &mut [u8]) -> bool {
+    let simd = *gemm::compiled_f_variants().last().expect("variants");
+    let (m, n, k) = (32usize, 768usize, 768usize);
+    let mut rest: &mut [u8] = ram;
+    let a: &mut [f32] = carve(&mut rest, m * k);
+    let w: &mut [f32] = carve(&mut rest, n * k);
+    let wh: &mut [half::f16] = carve(&mut rest, n * k);
+    let bias: &mut [f32] = carve(&mut rest, n);
+    let out: &mut [f32] = carve(&mut rest, m * n);
+    let mut rng = Rng(0x1357_9bdf);
+    let mut unit = move || (rng.next() >> 8) as f32 / (1u32 << 24) as f32 - 0.5;
+    a.iter_mut().for_each(|v| *v = 4.0 * unit());
+    w.iter_mut().zip(wh.iter_mut()).for_each(|(v, h)| {
+        *h = half::f16::from_f32(0.2 * unit());
+        *v = h.to_f32();
+    });
+    bias.iter_mut().for_each(|v| *v = unit());
+    let s = Shape::new(m, n, k);
+    let macs = (m * n * k) as u64;
+    hprintln!(
+        "{:>16} {:>7} {:>30} {:>12} {:>12} {:>8}",
+        "m x n x k",
+        "weights",
+        "variant",
+        "instructions",
+        "instr/MAC",
+        "vs scalar"
+    );
+    for f16 in [false, true] {
+        let mut first = 0u64;
+        for v in [FGemm::SCALAR, simd] {
+            let t0 = ticks();
+            if f16 {
+                v.run_f16(a, wh, Some(bias), out, s);
+            } else {
+                v.run_f32(a, w, Some(bias), out, s);
+            }
+            let instr = instructions(t0, ticks());
+            if first == 0 {
+                first = instr;
+            }
+            let per_mac_milli = instr * 1000 / macs;
+            let ratio_tenths = first * 10 / instr.max(1);
+            hprintln!(
+                "{:>16} {:>7} {:>30} {:>12} {:>8}.{:03} {:>6}.{}x",
+                fmt_shape(m, n, k).as_str(),
+                if f16 { "fp16" } else { "f32" },
+                v.name(),
+                instr,
+                per_mac_milli / 1000,
+                per_mac_milli % 1000,
+                ratio_tenths / 10,
+                ratio_tenths % 10
+            );
+        }
+    }
+    true
+}
+
+/// Activation quantizer over a 257 x 1408 row-major source (BLIP-2's image tokens x ViT-g
+/// width), groups of 32 and 128, scalar vs the last compiled variant: bit-exact outputs.
+fn quantizer(ram: &mut [u8]) -> bool {
+    let simd = *quant::compiled_variants().last().expect("variants");
+    let (rows, cols) = (257usize, 1408usize);
+    let mut rest: &mut [u8] = ram;
+    let src: &mut [f32] = carve(&mut rest, rows * cols);
+    let values: &mut [i8] = carve(&mut rest, rows * cols);
+    let scales: &mut [f32] = carve(&mut rest, rows * cols / 32);
+    let mut rng = Rng(0x0f1e_2d3c);
+    src.iter_mut().for_each(|v| *v = ((rng.next() >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 6.0);
+    let strided = Strided { data: src, rows, cols, row_stride: cols, col_stride: 1 };
+    let elems = (rows * cols) as u64;
+    let mut ok = true;
+    hprintln!(
+        "{:>16} {:>5} {:>30} {:>12} {:>12} {:>8}",
+        "rows x cols",
+        "group",
+        "variant",
+        "instructions",
+        "instr/elem",
+        "vs scalar"
+    );
+    for group in [32usize, 128] {
+        let (mut first, mut check) = (0u64, 0u32);
+        for v in [Quantizer::SCALAR, simd] {
+            let t0 = ticks();
+            let q = quant::quantize_rows(v, strided, group, values, scales);
+            let instr = instructions(t0, ticks());
+            let sum = q.values.iter().fold(0u32, |h, &x| h.rotate_left(5) ^ x as u8 as u32);
+            let sum = q.scales.iter().fold(sum, |h, x| h.rotate_left(5) ^ x.to_bits());
+            if first == 0 {
+                (first, check) = (instr, sum);
+            } else if sum != check {
+                hprintln!("FAIL: {} output differs from scalar", v.name());
+                ok = false;
+            }
+            let per_milli = instr * 1000 / elems;
+            let ratio_tenths = first * 10 / instr.max(1);
+            hprintln!(
+                "{:>16} {:>5} {:>30} {:>12} {:>8}.{:03} {:>6}.{}x",
+                fmt_shape2(rows, cols).as_str(),
+                group,
+                v.name(),
+                instr,
+                per_milli / 1000,
+                per_milli % 1000,
+                ratio_tenths / 10,
+                ratio_tenths % 10
+            );
+        }
+    }
+    ok
+}
+
+fn fmt_shape2(r: usize, c: usize) -> heapless_str::S {
+    let mut s = heapless_str::S::new();
+    let _ = core::fmt::write(&mut s, format_args!("{r}x{c}"));
+    s
 }
 
 fn fmt_shape(m: usize, n: usize, k: usize) -> heapless_str::S {

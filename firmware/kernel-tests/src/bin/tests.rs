@@ -5,7 +5,11 @@
 //!    512, with 2 x 4 / 4 x 1 tile edges);
 //! 2. every variant against scalar with scales whose products are subnormal (the Helium
 //!    kernel must leave its MVE float combine, which flushes subnormals, for the scalar FPU);
-//! 3. the committed tiny int8 model: `forward` with every variant, output bytes (queries,
+//! 3. every compiled activation quantizer against scalar (`quant_sweep`: random, all-zero,
+//!    .5-tie, tiny-maximum, infinity and NaN groups), bit for bit, and every compiled float
+//!    GEMM against scalar over `F_SHAPES` with f32 and fp16 weights (`f_sweep`), within its
+//!    stated bound;
+//! 4. the committed tiny int8 model: `forward` with every variant, output bytes (queries,
 //!    then projection) equal to `tests/fixtures/tiny_int8/output.f32`, written on the host.
 //!
 //! Prints one line per check and `kernel-tests: N passed, M failed`; exits non-zero on any
@@ -16,7 +20,10 @@
 use cortex_m_rt::entry;
 use kernel_tests::{cpu, exit, hprintln, Aligned};
 use qformer_core::kernels::gemm::{self, Q8Gemm};
-use qformer_core::kernels::testing::{q8_scratch_bytes, q8_sweep, Q8_SHAPES};
+use qformer_core::kernels::quant;
+use qformer_core::kernels::testing::{
+    f_scratch_bytes, f_sweep, q8_scratch_bytes, q8_sweep, quant_sweep, F_SHAPES, Q8_SHAPES, QUANT_LENGTHS,
+};
 use qformer_core::kernels::Kernels;
 use qformer_core::{AlignedArena, Model};
 
@@ -37,7 +44,12 @@ const fn max(a: usize, b: usize) -> usize {
         b
     }
 }
-const SCRATCH_BYTES: usize = max(q8_scratch_bytes(&Q8_SHAPES), q8_scratch_bytes(&EXTRA_SHAPES)) + 64;
+/// What `quant_sweep` needs: `4 * len + 2 * len + 64` bytes for its longest group.
+const QUANT_SCRATCH_BYTES: usize = 6 * QUANT_LENGTHS[QUANT_LENGTHS.len() - 1] + 64;
+const SCRATCH_BYTES: usize = max(
+    max(q8_scratch_bytes(&Q8_SHAPES), q8_scratch_bytes(&EXTRA_SHAPES)),
+    max(f_scratch_bytes(&F_SHAPES), QUANT_SCRATCH_BYTES),
+) + 64;
 static mut SCRATCH: Aligned<[u8; SCRATCH_BYTES]> = Aligned([0; SCRATCH_BYTES]);
 
 const BLOB_BYTES: usize = include_bytes!("../../../../tests/fixtures/tiny_int8/model.qfb").len();
@@ -55,7 +67,13 @@ static mut OUT: [f32; MAX_FLOATS] = [0.0; MAX_FLOATS];
 
 #[entry]
 fn main() -> ! {
-    hprintln!("kernel-tests on {} ({} int8 GEMM variants compiled)", cpu(), gemm::compiled_variants().len());
+    hprintln!(
+        "kernel-tests on {} ({} int8 GEMM, {} float GEMM, {} quantizer variants compiled)",
+        cpu(),
+        gemm::compiled_variants().len(),
+        gemm::compiled_f_variants().len(),
+        quant::compiled_variants().len()
+    );
     // SAFETY: `main` runs once and is the only code touching these statics (no interrupts use
     // them), so the exclusive references are unique.
     let (scratch, arena, image, out) = unsafe {
@@ -83,6 +101,32 @@ fn main() -> ! {
             }
         }
         record(subnormal_scales(*v, scratch));
+    }
+
+    for v in quant::compiled_variants() {
+        match quant_sweep(*v, scratch) {
+            Ok(n) => {
+                hprintln!("ok: {}: {} quantizer groups bit-exact with scalar", v.name(), n);
+                record(true);
+            }
+            Err(m) => {
+                hprintln!("FAIL: {}: {:?}", v.name(), m);
+                record(false);
+            }
+        }
+    }
+
+    for v in gemm::compiled_f_variants() {
+        match f_sweep(*v, &F_SHAPES, scratch) {
+            Ok(n) => {
+                hprintln!("ok: {}: {} F_SHAPES within the bound of scalar (f32 and fp16 weights)", v.name(), n);
+                record(true);
+            }
+            Err(m) => {
+                hprintln!("FAIL: {}: {:?}", v.name(), m);
+                record(false);
+            }
+        }
     }
 
     for v in gemm::compiled_variants() {
@@ -194,7 +238,13 @@ fn tiny_model(q8: Q8Gemm, arena: &mut [u8], image: &mut [f32], out: &mut [f32]) 
     let mismatch = got.zip(TINY_OUTPUT.iter()).position(|(g, &w)| g != w);
     match (mismatch, nq * (hidden + proj) * 4 == TINY_OUTPUT.len()) {
         (None, true) => {
-            hprintln!("ok: tiny int8 model with {}: {} output bytes equal the host's", q8.name(), TINY_OUTPUT.len());
+            hprintln!(
+                "ok: tiny int8 model with {} ({}, {}): {} output bytes equal the host's",
+                q8.name(),
+                model.kernels().quant.name(),
+                model.kernels().f.name(),
+                TINY_OUTPUT.len()
+            );
             true
         }
         (Some(at), _) => {

@@ -16,9 +16,22 @@
 //! does (`acc += (sa * sw) * dot`, then `acc + bias`); between chunks the partial `acc` waits
 //! in `out`. A last block of fewer than 4 rows repeats its last row (computed, not written).
 //! Groups that are not a multiple of 16 or longer than a chunk go to [`scalar::gemm_q8`].
+//!
+//! With the FPU (`target_feature = "fpregs"`: FPv4-SP on Cortex-M4F, FPv5 on Cortex-M7) the
+//! module also has the float GEMM `F_DSP`, a register-blocked scalar-FPU kernel: a tile of
+//! 4 rows of `a` x 2 rows of `w` keeps its 8 accumulators in s0-s7 and, per 4 columns of `k`,
+//! loads 4 x 4 activations (s8-s23) and 2 x 4 weights (s24-s31) with 6 `vldmia` and issues
+//! 32 `vfma.f32`: 40 instructions with the loop for 32 MACs. fp16 weights are widened once per
+//! 2 columns and chunk of `K_CHUNK` columns of `k` into a 2 KiB stack buffer (`ldr`, `vmov`,
+//! then `vcvtb`/`vcvtt.f32.f16`, exact) that every row block reuses; between chunks the partial
+//! sums wait in `out`. Columns of `k` past the last multiple of 4 are added in plain Rust; a
+//! last block of fewer than 4 rows (2 columns) repeats its last row (column), computed but not
+//! written.
 
 use core::arch::asm;
 
+#[cfg(target_feature = "fpregs")]
+use super::FGemm;
 use super::{scalar, Q8Gemm, Shape};
 use crate::kernels::QRows;
 
@@ -169,6 +182,216 @@ fn gemm_q8_dsp(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f3
                 }
                 for (&at, &x) in o.iter().zip(&acc).take(live) {
                     out[at] = x;
+                }
+            }
+        }
+    }
+}
+
+/// The float GEMM variant (f32 or fp16 weights, f32 accumulation): compiled for thumbv7em with
+/// the FPU (Cortex-M4F, Cortex-M7).
+#[cfg(target_feature = "fpregs")]
+pub const F_DSP: FGemm = FGemm::new("dsp_gemm_f32_f16_4x2_vfma", fgemm_f32_dsp, fgemm_f16_dsp);
+
+/// 4 x 2 tile over `4 * n4` columns of `k`: `acc[2 r + c] += sum a[r][kk] * w[c][kk]`, fused.
+///
+/// # Safety
+/// `n4 >= 1`; every `a[r]` and `w[c]` points to `4 * n4` readable, word-aligned f32.
+#[cfg(target_feature = "fpregs")]
+#[inline(always)]
+unsafe fn tile_4x2(a: [*const f32; 4], w: [*const f32; 2], n4: usize, acc: &mut [f32; 8]) {
+    debug_assert!(n4 >= 1);
+    // SAFETY: the caller guarantees `4 * n4` readable f32 behind each pointer (`vldmia` reads
+    // 4 per iteration, `n4` iterations); `acc` is 8 writable f32; VFMA is in FPv4 and FPv5.
+    // Only the declared registers and the flags are written (s16-s31 are callee-saved:
+    // declaring them makes the compiler save them).
+    unsafe {
+        asm!(
+            "vldmia {acc}, {{s0-s7}}",
+            "2:",
+            "vldmia {a0}!, {{s8-s11}}",
+            "vldmia {a1}!, {{s12-s15}}",
+            "vldmia {a2}!, {{s16-s19}}",
+            "vldmia {a3}!, {{s20-s23}}",
+            "vldmia {w0}!, {{s24-s27}}",
+            "vldmia {w1}!, {{s28-s31}}",
+            "vfma.f32 s0, s8, s24",
+            "vfma.f32 s1, s8, s28",
+            "vfma.f32 s2, s12, s24",
+            "vfma.f32 s3, s12, s28",
+            "vfma.f32 s4, s16, s24",
+            "vfma.f32 s5, s16, s28",
+            "vfma.f32 s6, s20, s24",
+            "vfma.f32 s7, s20, s28",
+            "vfma.f32 s0, s9, s25",
+            "vfma.f32 s1, s9, s29",
+            "vfma.f32 s2, s13, s25",
+            "vfma.f32 s3, s13, s29",
+            "vfma.f32 s4, s17, s25",
+            "vfma.f32 s5, s17, s29",
+            "vfma.f32 s6, s21, s25",
+            "vfma.f32 s7, s21, s29",
+            "vfma.f32 s0, s10, s26",
+            "vfma.f32 s1, s10, s30",
+            "vfma.f32 s2, s14, s26",
+            "vfma.f32 s3, s14, s30",
+            "vfma.f32 s4, s18, s26",
+            "vfma.f32 s5, s18, s30",
+            "vfma.f32 s6, s22, s26",
+            "vfma.f32 s7, s22, s30",
+            "vfma.f32 s0, s11, s27",
+            "vfma.f32 s1, s11, s31",
+            "vfma.f32 s2, s15, s27",
+            "vfma.f32 s3, s15, s31",
+            "vfma.f32 s4, s19, s27",
+            "vfma.f32 s5, s19, s31",
+            "vfma.f32 s6, s23, s27",
+            "vfma.f32 s7, s23, s31",
+            "subs {n}, #1",
+            "bne 2b",
+            "vstmia {acc}, {{s0-s7}}",
+            a0 = inout(reg) a[0] => _,
+            a1 = inout(reg) a[1] => _,
+            a2 = inout(reg) a[2] => _,
+            a3 = inout(reg) a[3] => _,
+            w0 = inout(reg) w[0] => _,
+            w1 = inout(reg) w[1] => _,
+            n = inout(reg) n4 => _,
+            acc = in(reg) acc.as_mut_ptr(),
+            out("s0") _, out("s1") _, out("s2") _, out("s3") _, out("s4") _, out("s5") _,
+            out("s6") _, out("s7") _, out("s8") _, out("s9") _, out("s10") _, out("s11") _,
+            out("s12") _, out("s13") _, out("s14") _, out("s15") _, out("s16") _,
+            out("s17") _, out("s18") _, out("s19") _, out("s20") _, out("s21") _,
+            out("s22") _, out("s23") _, out("s24") _, out("s25") _, out("s26") _,
+            out("s27") _, out("s28") _, out("s29") _, out("s30") _, out("s31") _,
+            options(nostack),
+        );
+    }
+}
+
+/// Adds to `acc` the products of rows `rows` of `a` (columns `k0..k0 + kc`) with the two weight
+/// runs `w` (`kc` values each): [`tile_4x2`] for whole steps of 4, plain Rust for the rest.
+#[cfg(target_feature = "fpregs")]
+fn block_4x2(a: &[f32], k: usize, rows: [usize; 4], k0: usize, w: [&[f32]; 2], acc: &mut [f32; 8]) {
+    let kc = w[0].len();
+    assert!(w[1].len() == kc);
+    let ar: [&[f32]; 4] = core::array::from_fn(|r| &a[rows[r] * k + k0..rows[r] * k + k0 + kc]);
+    let n4 = kc / 4;
+    if n4 > 0 {
+        // SAFETY: every slice above holds `kc >= 4 * n4` f32 (f32 slices are word aligned).
+        unsafe { tile_4x2(ar.map(|r| r.as_ptr()), w.map(|c| c.as_ptr()), n4, acc) };
+    }
+    for kk in 4 * n4..kc {
+        for (r, row) in ar.iter().enumerate() {
+            for (c, col) in w.iter().enumerate() {
+                acc[2 * r + c] += row[kk] * col[kk];
+            }
+        }
+    }
+}
+
+/// Rows of the 4-row block at `i` (a short last block repeats its last row) and how many are
+/// real.
+#[cfg(target_feature = "fpregs")]
+fn rows4(i: usize, m: usize) -> ([usize; 4], usize) {
+    (core::array::from_fn(|r| (i + r).min(m - 1)), (m - i).min(4))
+}
+
+/// `out = bias` (what every variant computes for `k = 0`).
+#[cfg(target_feature = "fpregs")]
+fn bias_only(bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
+    for i in 0..s.m {
+        for j in 0..s.n {
+            out[i * s.ldo + j] = 0.0 + bias.map_or(0.0, |b| b[j]);
+        }
+    }
+}
+
+#[cfg(target_feature = "fpregs")]
+fn fgemm_f32_dsp(a: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
+    let Shape { m, n, k, ldo } = s;
+    if k == 0 {
+        return bias_only(bias, out, s);
+    }
+    for i in (0..m).step_by(4) {
+        let (rows, live) = rows4(i, m);
+        for j in (0..n).step_by(2) {
+            let cols = [j, (j + 1).min(n - 1)];
+            let mut acc = [0f32; 8];
+            block_4x2(a, k, rows, 0, cols.map(|c| &w[c * k..(c + 1) * k]), &mut acc);
+            for (r, &row) in rows.iter().enumerate().take(live) {
+                for (c, &col) in cols.iter().enumerate().take(n - j) {
+                    out[row * ldo + col] = acc[2 * r + c] + bias.map_or(0.0, |b| b[col]);
+                }
+            }
+        }
+    }
+}
+
+/// Widens `src` (fp16) into `dst[..src.len()]`: `vcvtb`/`vcvtt.f32.f16`, 4 values per step
+/// (exact, as `half`'s conversion is).
+#[cfg(target_feature = "fpregs")]
+fn widen_f16(src: &[half::f16], dst: &mut [f32]) {
+    let dst = &mut dst[..src.len()];
+    let n4 = src.len() / 4;
+    if n4 > 0 {
+        // SAFETY: reads `4 * n4` f16 (8 bytes per step with two `ldr`, which allow any
+        // alignment on Armv7E-M) and writes `4 * n4` f32 to `dst` (word aligned, as `vstmia`
+        // needs), both within the slices; only the declared registers and the flags are
+        // written.
+        unsafe {
+            asm!(
+                "2:",
+                "ldr r0, [{s}], #4",
+                "ldr r1, [{s}], #4",
+                "vmov s0, s1, r0, r1",
+                "vcvtb.f32.f16 s2, s0",
+                "vcvtt.f32.f16 s3, s0",
+                "vcvtb.f32.f16 s4, s1",
+                "vcvtt.f32.f16 s5, s1",
+                "vstmia {d}!, {{s2-s5}}",
+                "subs {n}, #1",
+                "bne 2b",
+                s = inout(reg) src.as_ptr() => _,
+                d = inout(reg) dst.as_mut_ptr() => _,
+                n = inout(reg) n4 => _,
+                out("r0") _, out("r1") _,
+                out("s0") _, out("s1") _, out("s2") _, out("s3") _, out("s4") _, out("s5") _,
+                options(nostack),
+            );
+        }
+    }
+    for (d, h) in dst[4 * n4..].iter_mut().zip(&src[4 * n4..]) {
+        *d = h.to_f32();
+    }
+}
+
+#[cfg(target_feature = "fpregs")]
+fn fgemm_f16_dsp(a: &[f32], w: &[half::f16], bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
+    let Shape { m, n, k, ldo } = s;
+    if k == 0 {
+        return bias_only(bias, out, s);
+    }
+    let mut buf = [[0f32; K_CHUNK]; 2];
+    for j in (0..n).step_by(2) {
+        let cols = [j, (j + 1).min(n - 1)];
+        for k0 in (0..k).step_by(K_CHUNK) {
+            let kc = K_CHUNK.min(k - k0);
+            let last = k0 + kc == k;
+            for (b, &c) in buf.iter_mut().zip(&cols) {
+                widen_f16(&w[c * k + k0..c * k + k0 + kc], b);
+            }
+            for i in (0..m).step_by(4) {
+                let (rows, live) = rows4(i, m);
+                let at = |r: usize, c: usize| rows[r] * ldo + cols[c];
+                let mut acc: [f32; 8] =
+                    if k0 == 0 { [0.0; 8] } else { core::array::from_fn(|x| out[at(x / 2, x % 2)]) };
+                block_4x2(a, k, rows, k0, [&buf[0][..kc], &buf[1][..kc]], &mut acc);
+                for r in 0..live {
+                    for c in 0..(n - j).min(2) {
+                        let x = acc[2 * r + c];
+                        out[at(r, c)] = if last { x + bias.map_or(0.0, |b| b[cols[c]]) } else { x };
+                    }
                 }
             }
         }

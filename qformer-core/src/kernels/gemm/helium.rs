@@ -18,10 +18,21 @@
 //! tiles), the kernel computes 1 x 4 dots with `vmladav` per group and combines them on the
 //! scalar FPU. Odd last rows take that path too; ragged columns go to
 //! [`scalar::gemm_q8_block`]. `acc + bias` always runs on the scalar FPU.
+//!
+//! The float GEMM [`F_HELIUM`] vectorizes over `k`: a tile of 2 rows of `a` x 2 rows of `w`
+//! keeps 4 vector accumulators (q0-q3) and, per 4 columns of `k`, loads 2 activation and 2
+//! weight vectors and issues 4 `vfma.f32` (16 MACs; 2 x 4 would need 8 accumulators, and MVE
+//! has 8 Q registers in all). fp16 weights come in with the widening `vldrh.u32` and
+//! `vcvtb.f32.f16` (exact; the conversion does not flush half-precision subnormals). The `k`
+//! loop is tail-predicated (`dlstp.32`/`letp`), so any `k` runs without a scalar tail. At the
+//! end each accumulator's 4 lanes are summed on the scalar FPU (the Q registers alias
+//! s0-s15). MVE float arithmetic flushes subnormal products and sums to zero, an absolute
+//! error below 2^-126 per operation, inside the float GEMMs' stated bound. A last block of one
+//! row (column) repeats it, computed but not written.
 
 use core::arch::asm;
 
-use super::{scalar, Q8Gemm, Shape};
+use super::{scalar, FGemm, Q8Gemm, Shape};
 use crate::kernels::QRows;
 
 /// The Helium variant. Compiled only with the cargo feature `helium`, which declares that the
@@ -389,4 +400,131 @@ fn gemm_q8_helium(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut 
         }
     }
     scalar::gemm_q8_block(a, w, bias, out, s, 0..s.m, n4..s.n);
+}
+
+/// The Helium float GEMM (f32 or fp16 weights, f32 accumulation). Compiled only with the cargo
+/// feature `helium`, like [`HELIUM`].
+pub const F_HELIUM: FGemm = FGemm::new("helium_gemm_f32_f16_2x2_vfma", fgemm_f32_helium, fgemm_f16_helium);
+
+/// One 2 x 2 float tile over `k` (see the module docs); `$w0`, `$w1` are the instructions
+/// that load 4 weights of column 0, 1 as f32 into q6, q7.
+macro_rules! ftile_2x2 {
+    ($name:ident, $wty:ty, $($wload:literal),+) => {
+        /// The 4 dots `[a0 . w0, a0 . w1, a1 . w0, a1 . w1]` over `k` values.
+        ///
+        /// # Safety
+        /// The CPU implements MVE with floating point; `k >= 1` and each pointer has `k`
+        /// readable values.
+        unsafe fn $name(a: [*const f32; 2], w: [*const $wty; 2], k: usize) -> [f32; 4] {
+            debug_assert!(k >= 1);
+            let (d0, d1, d2, d3): (u32, u32, u32, u32);
+            // SAFETY: the caller guarantees MVE and `k` values behind each pointer; the
+            // tail-predicated loop reads exactly `k` per pointer (lanes past the end are
+            // masked: no access). Only the declared registers are written; the loop ends
+            // with LTPSIZE back at 4 (unpredicated), and the sums use the scalar FPU.
+            unsafe {
+                asm!(
+                    ".arch armv8.1-m.main",
+                    ".arch_extension mve.fp",
+                    "vmov.i32 q0, #0",
+                    "vmov.i32 q1, #0",
+                    "vmov.i32 q2, #0",
+                    "vmov.i32 q3, #0",
+                    "dlstp.32 lr, {k}",
+                    "2:",
+                    "vldrw.u32 q4, [{a0}], #16",
+                    "vldrw.u32 q5, [{a1}], #16",
+                    $($wload,)+
+                    "vfma.f32 q0, q4, q6",
+                    "vfma.f32 q1, q4, q7",
+                    "vfma.f32 q2, q5, q6",
+                    "vfma.f32 q3, q5, q7",
+                    "letp lr, 2b",
+                    // Lane sums (s0+s1)+(s2+s3) of q0..q3 on the scalar FPU.
+                    "vadd.f32 s0, s0, s1",
+                    "vadd.f32 s2, s2, s3",
+                    "vadd.f32 s0, s0, s2",
+                    "vadd.f32 s4, s4, s5",
+                    "vadd.f32 s6, s6, s7",
+                    "vadd.f32 s4, s4, s6",
+                    "vadd.f32 s8, s8, s9",
+                    "vadd.f32 s10, s10, s11",
+                    "vadd.f32 s8, s8, s10",
+                    "vadd.f32 s12, s12, s13",
+                    "vadd.f32 s14, s14, s15",
+                    "vadd.f32 s12, s12, s14",
+                    "vmov {a0}, s0",
+                    "vmov {a1}, s4",
+                    "vmov {w0}, s8",
+                    "vmov {w1}, s12",
+                    a0 = inout(reg) a[0] => d0,
+                    a1 = inout(reg) a[1] => d1,
+                    w0 = inout(reg) w[0] => d2,
+                    w1 = inout(reg) w[1] => d3,
+                    k = in(reg) k,
+                    out("lr") _,
+                    out("s0") _, out("s1") _, out("s2") _, out("s3") _, out("s4") _, out("s5") _,
+                    out("s6") _, out("s7") _, out("s8") _, out("s9") _, out("s10") _, out("s11") _,
+                    out("s12") _, out("s13") _, out("s14") _, out("s15") _, out("s16") _,
+                    out("s17") _, out("s18") _, out("s19") _, out("s20") _, out("s21") _,
+                    out("s22") _, out("s23") _, out("s24") _, out("s25") _, out("s26") _,
+                    out("s27") _, out("s28") _, out("s29") _, out("s30") _, out("s31") _,
+                    options(nostack, readonly),
+                );
+            }
+            [f32::from_bits(d0), f32::from_bits(d1), f32::from_bits(d2), f32::from_bits(d3)]
+        }
+    };
+}
+
+ftile_2x2!(ftile_f32, f32, "vldrw.u32 q6, [{w0}], #16", "vldrw.u32 q7, [{w1}], #16");
+ftile_2x2!(
+    ftile_f16,
+    half::f16,
+    "vldrh.u32 q6, [{w0}], #8",
+    "vcvtb.f32.f16 q6, q6",
+    "vldrh.u32 q7, [{w1}], #8",
+    "vcvtb.f32.f16 q7, q7"
+);
+
+/// Drives the 2 x 2 tiles over the output; `tile` is [`ftile_f32`] or [`ftile_f16`].
+#[inline(always)]
+fn fgemm_helium<W>(
+    a: &[f32],
+    w: &[W],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    s: Shape,
+    tile: unsafe fn([*const f32; 2], [*const W; 2], usize) -> [f32; 4],
+) {
+    let Shape { m, n, k, ldo } = s;
+    let b = |j: usize| bias.map_or(0.0, |b| b[j]);
+    for i in (0..m).step_by(2) {
+        let rows = [i, (i + 1).min(m - 1)];
+        let ar = rows.map(|r| &a[r * k..(r + 1) * k]);
+        for j in (0..n).step_by(2) {
+            let cols = [j, (j + 1).min(n - 1)];
+            let wr = cols.map(|c| &w[c * k..(c + 1) * k]);
+            let d = if k == 0 {
+                [0.0; 4]
+            } else {
+                // SAFETY: MVE is declared by the `helium` feature; the 4 slices hold `k >= 1`
+                // values each.
+                unsafe { tile(ar.map(|r| r.as_ptr()), wr.map(|c| c.as_ptr()), k) }
+            };
+            for r in 0..(m - i).min(2) {
+                for c in 0..(n - j).min(2) {
+                    out[rows[r] * ldo + cols[c]] = d[2 * r + c] + b(cols[c]);
+                }
+            }
+        }
+    }
+}
+
+fn fgemm_f32_helium(a: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
+    fgemm_helium(a, w, bias, out, s, ftile_f32)
+}
+
+fn fgemm_f16_helium(a: &[f32], w: &[half::f16], bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
+    fgemm_helium(a, w, bias, out, s, ftile_f16)
 }

@@ -191,8 +191,29 @@ const fn compiled_f() -> FGemm {
     return neon::F_NEON;
     #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
     return x86::F_AVX2;
+    #[cfg(all(target_arch = "arm", feature = "helium"))]
+    return helium::F_HELIUM;
+    #[cfg(all(target_arch = "arm", target_feature = "dsp", target_feature = "fpregs", not(feature = "helium")))]
+    return dsp::F_DSP;
     #[allow(unreachable_code)]
     FGemm::SCALAR
+}
+
+/// Every float variant compiled into this build, the scalar one first (variants whose CPU
+/// features are only known at run time come from the `*_unchecked` constructors of the ISA
+/// modules).
+pub fn compiled_f_variants() -> &'static [FGemm] {
+    &[
+        FGemm::SCALAR,
+        #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+        neon::F_NEON,
+        #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+        x86::F_AVX2,
+        #[cfg(all(target_arch = "arm", feature = "helium"))]
+        helium::F_HELIUM,
+        #[cfg(all(target_arch = "arm", target_feature = "dsp", target_feature = "fpregs", not(feature = "helium")))]
+        dsp::F_DSP,
+    ]
 }
 
 /// f32 × f32 with the compiled-in best variant.

@@ -4,6 +4,10 @@
 
 use super::QRows;
 
+#[cfg(all(target_arch = "arm", target_feature = "dsp", target_feature = "fpregs", not(feature = "helium")))]
+pub mod dsp;
+#[cfg(all(target_arch = "arm", feature = "helium"))]
+pub mod helium;
 #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
 pub mod neon;
 pub mod scalar;
@@ -50,8 +54,28 @@ const fn compiled() -> Quantizer {
     return neon::NEON;
     #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
     return x86::AVX2;
+    #[cfg(all(target_arch = "arm", feature = "helium"))]
+    return helium::HELIUM;
+    #[cfg(all(target_arch = "arm", target_feature = "dsp", target_feature = "fpregs", not(feature = "helium")))]
+    return dsp::DSP;
     #[allow(unreachable_code)]
     Quantizer::SCALAR
+}
+
+/// Every quantizer compiled into this build, the scalar one first (variants whose CPU feature
+/// is only known at run time come from the `*_unchecked` constructors of the ISA modules).
+pub fn compiled_variants() -> &'static [Quantizer] {
+    &[
+        Quantizer::SCALAR,
+        #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+        neon::NEON,
+        #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+        x86::AVX2,
+        #[cfg(all(target_arch = "arm", feature = "helium"))]
+        helium::HELIUM,
+        #[cfg(all(target_arch = "arm", target_feature = "dsp", target_feature = "fpregs", not(feature = "helium")))]
+        dsp::DSP,
+    ]
 }
 
 /// A strided f32 source matrix: element `(r, c)` is `data[r * row_stride + c * col_stride]`.
