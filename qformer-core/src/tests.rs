@@ -94,6 +94,17 @@ fn every_q8_variant_matches_scalar_bit_for_bit() {
     assert!(variants.len() >= 2 || !std::arch::is_x86_feature_detected!("avx2"));
 }
 
+/// Rows longer than some kernels' fixed-size buffers take (e.g. more than 256 groups for
+/// the AVX-512 8x8 kernel's column sums) must give the same bits through their fallback.
+#[test]
+fn q8_variants_match_scalar_on_very_long_rows() {
+    let shapes = [(9, 9, 257 * 32, 32), (8, 8, 8 * 1024 + 16, 16)];
+    let mut scratch = vec![0u8; q8_scratch_bytes(&shapes) + 64];
+    for v in &q8_variants() {
+        q8_sweep(*v, &shapes, &mut scratch).unwrap_or_else(|m| panic!("{}: {m:?}", v.name()));
+    }
+}
+
 const TINY_BLOB: &[u8] = include_bytes!("../../tests/fixtures/tiny_int8/model.qfb");
 const TINY_INPUT: &[u8] = include_bytes!("../../tests/fixtures/tiny_int8/input.f32");
 const TINY_OUTPUT: &[u8] = include_bytes!("../../tests/fixtures/tiny_int8/output.f32");

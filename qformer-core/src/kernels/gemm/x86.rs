@@ -226,15 +226,149 @@ pub unsafe fn vnni_unchecked() -> Q8Gemm {
     Q8Gemm::new(VNNI_NAME, gemm_q8_vnni)
 }
 
-const VNNI_NAME: &str = "avx512vnni_gemm_q8_4x4";
+const VNNI_NAME: &str = "avx512vnni_gemm_q8_8x8";
+
+/// Most groups per row the 8x8 kernel takes (its column sums live in a stack array of
+/// `8 * VNNI_MAX_GROUPS` i32); longer rows use the 4x4 kernel.
+const VNNI_MAX_GROUPS: usize = 256;
 
 fn gemm_q8_vnni(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
     if !a.group.is_multiple_of(32) {
         return scalar::gemm_q8(a, w, bias, out, s);
     }
     // SAFETY: reachable only through `vnni_unchecked`, whose caller guarantees the features;
-    // `Q8Gemm::run` checked the operand bounds the kernel relies on.
-    unsafe { vnni_kernel(a, w, bias, out, s) }
+    // `Q8Gemm::run` checked the operand bounds the kernels rely on.
+    unsafe {
+        if a.stride / a.group <= VNNI_MAX_GROUPS {
+            vnni_8x8(a, w, bias, out, s)
+        } else {
+            vnni_kernel(a, w, bias, out, s)
+        }
+    }
+}
+
+/// 8x8 transpose of 32-bit lanes: `out[q]` lane `r` = `v[r]` lane `q`.
+#[target_feature(enable = "avx2")]
+fn transpose8(v: [__m256i; 8]) -> [__m256i; 8] {
+    let t: [__m256i; 8] = core::array::from_fn(|p| {
+        let (x, y) = (v[2 * (p / 2)], v[2 * (p / 2) + 1]);
+        if p % 2 == 0 {
+            _mm256_unpacklo_epi32(x, y) // x0 y0 x1 y1 | x4 y4 x5 y5
+        } else {
+            _mm256_unpackhi_epi32(x, y) // x2 y2 x3 y3 | x6 y6 x7 y7
+        }
+    });
+    // u[h * 4 + q] lanes: rows 4h..4h+4 of 32-bit lane q | of lane q + 4.
+    let u: [__m256i; 8] = core::array::from_fn(|i| {
+        let (h, q) = (i / 4, i % 4);
+        let (x, y) = (t[4 * h + q / 2], t[4 * h + 2 + q / 2]);
+        if q % 2 == 0 {
+            _mm256_unpacklo_epi64(x, y)
+        } else {
+            _mm256_unpackhi_epi64(x, y)
+        }
+    });
+    core::array::from_fn(|q| {
+        if q < 4 {
+            _mm256_permute2x128_si256(u[q], u[4 + q], 0x20)
+        } else {
+            _mm256_permute2x128_si256(u[q - 4], u[q], 0x31)
+        }
+    })
+}
+
+/// 8 rows x 8 columns per tile, accumulator lane = row. Per 32 bytes of `k` the eight
+/// activation rows, shifted to unsigned (`a + 128`), are transposed into 4-byte chunks, and
+/// every weight column's chunk is broadcast into `vpdpbusd`, so a group ends with one exact
+/// dot per lane and no horizontal reduction. The shift is taken back with `128 * sum(w)` per
+/// column and group, computed once per column tile. Leftover rows go to [`vnni_kernel`],
+/// leftover columns to scalar.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
+unsafe fn vnni_8x8(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
+    let (stride, group) = (a.stride, a.group);
+    let groups = stride / group;
+    debug_assert!(groups <= VNNI_MAX_GROUPS && group.is_multiple_of(32));
+    let (m8, n8) = (s.m / 8 * 8, s.n / 8 * 8);
+    let shift = _mm256_set1_epi8(-128); // xor with 0x80 adds 128 as u8
+    let ones = _mm256_set1_epi8(1);
+    let mut corr = [0i32; 8 * VNNI_MAX_GROUPS];
+    for j in (0..n8).step_by(8) {
+        // SAFETY: (whole block) `Q8Gemm::run` checked that `a` holds `m * stride` values and
+        // `m * groups` scales, `w` `n * stride` and `n * groups`, and `out` `(m - 1) * ldo +
+        // n` values; every access below is to rows < m8 <= m of `a`, columns < n8 <= n of
+        // `w`, at byte offsets `g * group + k + 32 <= stride`, and to `out` at
+        // `(i + r) * ldo + j + 8 <= (m - 1) * ldo + n`.
+        unsafe {
+            let wp = w.values.as_ptr().add(j * stride);
+            for c in 0..8 {
+                for g in 0..groups {
+                    let mut sum = _mm256_setzero_si256();
+                    for k in (g * group..(g + 1) * group).step_by(32) {
+                        let y = _mm256_loadu_si256(wp.add(c * stride + k) as *const __m256i);
+                        sum = _mm256_dpbusd_epi32(sum, ones, y);
+                    }
+                    let h = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+                    let h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0b01_00_11_10));
+                    let h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0b10_11_00_01));
+                    corr[c * groups + g] = _mm_cvtsi128_si32(h).wrapping_mul(128);
+                }
+            }
+            let wsp = w.scales.as_ptr().add(j * groups);
+            for i in (0..m8).step_by(8) {
+                let ap = a.values.as_ptr().add(i * stride);
+                let asp = a.scales.as_ptr().add(i * groups);
+                let mut facc = [_mm256_setzero_ps(); 8];
+                for g in 0..groups {
+                    let mut acc = [_mm256_setzero_si256(); 8];
+                    for k in (g * group..(g + 1) * group).step_by(32) {
+                        let at = transpose8(core::array::from_fn(|r| {
+                            _mm256_xor_si256(_mm256_loadu_si256(ap.add(r * stride + k) as *const __m256i), shift)
+                        }));
+                        for (c, acc) in acc.iter_mut().enumerate() {
+                            let chunk = wp.add(c * stride + k) as *const i32;
+                            for (q, at) in at.iter().enumerate() {
+                                let y = _mm256_set1_epi32(chunk.add(q).read_unaligned());
+                                *acc = _mm256_dpbusd_epi32(*acc, *at, y);
+                            }
+                        }
+                    }
+                    let sa = _mm256_setr_ps(
+                        *asp.add(g),
+                        *asp.add(groups + g),
+                        *asp.add(2 * groups + g),
+                        *asp.add(3 * groups + g),
+                        *asp.add(4 * groups + g),
+                        *asp.add(5 * groups + g),
+                        *asp.add(6 * groups + g),
+                        *asp.add(7 * groups + g),
+                    );
+                    for (c, f) in facc.iter_mut().enumerate() {
+                        let dot = _mm256_sub_epi32(acc[c], _mm256_set1_epi32(corr[c * groups + g]));
+                        // (sa * sw) * dot, then the add: the scalar kernel's rounding order.
+                        let scale = _mm256_mul_ps(sa, _mm256_set1_ps(*wsp.add(c * groups + g)));
+                        *f = _mm256_add_ps(*f, _mm256_mul_ps(scale, _mm256_cvtepi32_ps(dot)));
+                    }
+                }
+                // Lane r of facc[c] is row i + r, column j + c: transpose to rows of 8 columns.
+                let rows = transpose8(facc.map(|f| _mm256_castps_si256(f)));
+                let b = match bias {
+                    Some(b) => _mm256_loadu_ps(b.as_ptr().add(j)),
+                    None => _mm256_setzero_ps(),
+                };
+                for (r, row) in rows.iter().enumerate() {
+                    let v = _mm256_add_ps(_mm256_castsi256_ps(*row), b);
+                    _mm256_storeu_ps(out.as_mut_ptr().add((i + r) * s.ldo + j), v);
+                }
+            }
+        }
+    }
+    scalar::gemm_q8_block(a, w, bias, out, s, 0..m8, n8..s.n);
+    if m8 < s.m {
+        let rest = QRows { values: &a.values[m8 * stride..], scales: &a.scales[m8 * groups..], stride, group };
+        let shape = Shape { m: s.m - m8, ..s };
+        // SAFETY: the same features as this function; the view holds the remaining rows.
+        unsafe { vnni_kernel(&rest, w, bias, &mut out[m8 * s.ldo..], shape) }
+    }
 }
 
 /// Lane-wise horizontal sums: `out[k] = sum of the 8 lanes of v[k]` for 8 vectors.
