@@ -131,11 +131,14 @@ fn drive_4x4(
         for j in (0..n4).step_by(4) {
             // SAFETY: NEON is enabled.
             let mut acc = unsafe { [vdupq_n_f32(0.0); 4] };
+            let (asp, wsp) = (&a.scales[i * groups..(i + 4) * groups], &w.scales[j * groups..(j + 4) * groups]);
             for g in 0..groups {
                 let dots = tile(i, j, g);
-                let sw = core::array::from_fn(|c| w.scales[(j + c) * groups + g]);
+                // SAFETY: `g < groups` and `c, r < 4`, inside the two slices just taken.
+                let sw = core::array::from_fn(|c| unsafe { *wsp.get_unchecked(c * groups + g) });
                 for (r, accr) in acc.iter_mut().enumerate() {
-                    *accr = combine(*accr, a.scales[(i + r) * groups + g], sw, dots[r]);
+                    // SAFETY: as above.
+                    *accr = combine(*accr, unsafe { *asp.get_unchecked(r * groups + g) }, sw, dots[r]);
                 }
             }
             for (r, accr) in acc.iter().enumerate() {
