@@ -78,7 +78,7 @@ impl Q8Gemm {
         Q8Gemm { name, run }
     }
 
-    /// The variant's name, e.g. `neon_gemm_q8_sdot_4x4`.
+    /// The variant's name, e.g. `neon_gemm_q8_sdot_4x8`.
     pub const fn name(&self) -> &'static str {
         self.name
     }

@@ -2,10 +2,10 @@
 //! A76 / Raspberry Pi 5) and `smmla` (ARMv8.6 i8mm). Stable Rust has no `sdot`/`smmla`
 //! intrinsics, so those two instructions are inline `asm!`.
 //!
-//! Tiles: `smull` and `smmla` 4 rows x 4 columns, reducing the i32 partial sums to one exact
-//! dot per output at the end of each group; `sdot` 4 rows x 8 columns with the activation
-//! rows transposed into 4-byte chunks and `sdot` by element, so its lanes are already whole
-//! dots. All then apply `acc += (sa * sw) * dot` lane-wise in f32 (no fused multiply-add),
+//! Tiles: `smull` 4 rows x 4 columns, reducing the i32 partial sums to one exact dot per
+//! output at the end of each group; `sdot` 4 rows x 8 columns with the activation rows
+//! transposed into 4-byte chunks and `sdot` by element, and `smmla` 4 x 8 as 2 x 2 blocks,
+//! so their lanes are already whole dots. All then apply `acc += (sa * sw) * dot` lane-wise in f32 (no fused multiply-add),
 //! exactly the scalar order. Ragged rows and columns go to [`scalar::gemm_q8_block`].
 
 use core::arch::aarch64::*;
@@ -21,7 +21,7 @@ pub const BASE: Q8Gemm = Q8Gemm::new("neon_gemm_q8_smull_4x4", gemm_q8_base);
 pub const SDOT: Q8Gemm = Q8Gemm::new("neon_gemm_q8_sdot_4x8", gemm_q8_sdot);
 /// `smmla` variant.
 #[cfg(target_feature = "i8mm")]
-pub const I8MM: Q8Gemm = Q8Gemm::new("neon_gemm_q8_smmla_4x4", gemm_q8_i8mm);
+pub const I8MM: Q8Gemm = Q8Gemm::new("neon_gemm_q8_smmla_4x8", gemm_q8_i8mm);
 
 /// The `sdot` variant on a CPU known at run time to have dotprod.
 ///
@@ -36,7 +36,7 @@ pub unsafe fn sdot_unchecked() -> Q8Gemm {
 /// # Safety
 /// The CPU running the returned kernel must implement FEAT_I8MM.
 pub unsafe fn i8mm_unchecked() -> Q8Gemm {
-    Q8Gemm::new("neon_gemm_q8_smmla_4x4", gemm_q8_i8mm)
+    Q8Gemm::new("neon_gemm_q8_smmla_4x8", gemm_q8_i8mm)
 }
 
 /// Sums of four i32x4 vectors, lane k = horizontal sum of `v[k]`.
@@ -260,40 +260,82 @@ unsafe fn smmla(acc: int32x4_t, x: int8x16_t, y: int8x16_t) -> int32x4_t {
     acc
 }
 
+/// Columns per `smmla` tile.
+const SMMLA_COLS: usize = 8;
+
+/// 4 rows x 8 columns per tile as 2 x 4 blocks of 2 x 2 outputs: `smmla` multiplies two rows'
+/// 8 bytes by two columns' 8 bytes into one block's four exact dots, so a group needs no
+/// horizontal reduction. The f32 accumulators keep the block layout; per group each block
+/// gets `(sa * sw) * dot` with the scales laid out the same way, and the blocks are taken
+/// apart only at the store.
 fn gemm_q8_i8mm(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
     let (stride, group) = (a.stride, a.group);
-    drive_4x4(a, w, bias, out, s, |i, j, g| {
-        // SAFETY: reachable only through `I8MM` (i8mm enabled at compile time) or
-        // `i8mm_unchecked` (caller guarantees i8mm). Bounds as in `gemm_q8_sdot`.
+    let groups = stride / group;
+    let (m4, nt) = (s.m / 4 * 4, s.n / SMMLA_COLS * SMMLA_COLS);
+    let pair = |x: int8x16_t, y: int8x16_t| {
+        // SAFETY: NEON is enabled for this module; register-only permutes.
         unsafe {
-            let ap = a.values.as_ptr().add(i * stride + g * group);
-            let wp = w.values.as_ptr().add(j * stride + g * group);
-            // acc[p][q] = rows 2p, 2p+1 x columns 2q, 2q+1: [r0c0, r0c1, r1c0, r1c1].
-            let mut acc = [[vdupq_n_s32(0); 2]; 2];
-            for k in (0..group).step_by(16) {
-                let x: [int8x16_t; 4] = core::array::from_fn(|r| vld1q_s8(ap.add(r * stride + k)));
-                let y: [int8x16_t; 4] = core::array::from_fn(|c| vld1q_s8(wp.add(c * stride + k)));
-                for p in 0..2 {
-                    // Bytes 0..8 and 8..16 of two rows, side by side.
-                    let (x0, x1) = (vreinterpretq_s64_s8(x[2 * p]), vreinterpretq_s64_s8(x[2 * p + 1]));
-                    let xl = vreinterpretq_s8_s64(vzip1q_s64(x0, x1));
-                    let xh = vreinterpretq_s8_s64(vzip2q_s64(x0, x1));
-                    for q in 0..2 {
-                        let (y0, y1) = (vreinterpretq_s64_s8(y[2 * q]), vreinterpretq_s64_s8(y[2 * q + 1]));
-                        let yl = vreinterpretq_s8_s64(vzip1q_s64(y0, y1));
-                        let yh = vreinterpretq_s8_s64(vzip2q_s64(y0, y1));
-                        acc[p][q] = smmla(smmla(acc[p][q], xl, yl), xh, yh);
+            let (x, y) = (vreinterpretq_s64_s8(x), vreinterpretq_s64_s8(y));
+            (vreinterpretq_s8_s64(vzip1q_s64(x, y)), vreinterpretq_s8_s64(vzip2q_s64(x, y)))
+        }
+    };
+    for i in (0..m4).step_by(4) {
+        for j in (0..nt).step_by(SMMLA_COLS) {
+            // SAFETY: reachable only through `I8MM` (i8mm enabled at compile time) or
+            // `i8mm_unchecked` (caller guarantees i8mm). Rows i..i+4 of `a` and j..j+8 of `w`
+            // hold `stride` values and `groups` scales each (`Q8Gemm::run` checked `m * stride`,
+            // `n * stride` values and `m * groups`, `n * groups` scales); every 16-byte load
+            // starts at `g * group + k` with `k + 16 <= group` (group is a multiple of 16).
+            let facc = unsafe {
+                let ap = a.values.as_ptr().add(i * stride);
+                let wp = w.values.as_ptr().add(j * stride);
+                let (asp, wsp) = (a.scales.as_ptr().add(i * groups), w.scales.as_ptr().add(j * groups));
+                // facc[p][q]: rows 2p, 2p+1 x columns 2q, 2q+1, lanes [r0c0, r0c1, r1c0, r1c1].
+                let mut facc = [[vdupq_n_f32(0.0); SMMLA_COLS / 2]; 2];
+                for g in 0..groups {
+                    let mut acc = [[vdupq_n_s32(0); SMMLA_COLS / 2]; 2];
+                    for k in (g * group..(g + 1) * group).step_by(16) {
+                        let x: [int8x16_t; 4] = core::array::from_fn(|r| vld1q_s8(ap.add(r * stride + k)));
+                        let xs = [pair(x[0], x[1]), pair(x[2], x[3])];
+                        for q in 0..SMMLA_COLS / 2 {
+                            let (yl, yh) =
+                                pair(vld1q_s8(wp.add(2 * q * stride + k)), vld1q_s8(wp.add((2 * q + 1) * stride + k)));
+                            for (p, (xl, xh)) in xs.iter().enumerate() {
+                                acc[p][q] = smmla(smmla(acc[p][q], *xl, yl), *xh, yh);
+                            }
+                        }
+                    }
+                    let sa: [[f32; 4]; 2] = core::array::from_fn(|p| {
+                        let (r0, r1) = (*asp.add(2 * p * groups + g), *asp.add((2 * p + 1) * groups + g));
+                        [r0, r0, r1, r1]
+                    });
+                    for q in 0..SMMLA_COLS / 2 {
+                        let (c0, c1) = (*wsp.add(2 * q * groups + g), *wsp.add((2 * q + 1) * groups + g));
+                        let sw = vld1q_f32([c0, c1, c0, c1].as_ptr());
+                        for p in 0..2 {
+                            // (sa * sw) * dot, then the add: the scalar kernel's rounding order.
+                            let scale = vmulq_f32(vld1q_f32(sa[p].as_ptr()), sw);
+                            facc[p][q] = vaddq_f32(facc[p][q], vmulq_f32(scale, vcvtq_f32_s32(acc[p][q])));
+                        }
+                    }
+                }
+                facc
+            };
+            for (p, row) in facc.iter().enumerate() {
+                for (q, block) in row.iter().enumerate() {
+                    let mut v = [0f32; 4];
+                    // SAFETY: NEON is enabled; `v` holds 4 f32.
+                    unsafe { vst1q_f32(v.as_mut_ptr(), *block) };
+                    for (l, x) in v.iter().enumerate() {
+                        let (r, c) = (i + 2 * p + l / 2, j + 2 * q + l % 2);
+                        out[r * s.ldo + c] = x + bias.map_or(0.0, |b| b[c]);
                     }
                 }
             }
-            // Row r of the tile, lanes = columns 0..4.
-            let row = |p: usize, hi: bool| {
-                let (l, r) = (vreinterpretq_s64_s32(acc[p][0]), vreinterpretq_s64_s32(acc[p][1]));
-                vreinterpretq_s32_s64(if hi { vzip2q_s64(l, r) } else { vzip1q_s64(l, r) })
-            };
-            [row(0, false), row(0, true), row(1, false), row(1, true)]
         }
-    })
+    }
+    scalar::gemm_q8_block(a, w, bias, out, s, 0..m4, nt..s.n);
+    scalar::gemm_q8_block(a, w, bias, out, s, m4..s.m, 0..s.n);
 }
 
 /// The NEON float GEMM (f16 weights widened with `fcvtl`, base ARMv8).
