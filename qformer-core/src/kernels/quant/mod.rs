@@ -94,11 +94,16 @@ pub struct Strided<'a> {
     pub col_stride: usize,
 }
 
+/// Longest group [`quantize_rows`] gathers from a strided source onto the stack so that it
+/// goes through the given quantizer; longer strided groups take the scalar code.
+const GATHER: usize = 128;
+
 /// Quantizes `src` into `values` (`rows * stride`, `stride = round_up(cols, group)`) and
 /// `scales` (`rows * stride / group`); returns the view.
 ///
-/// Row-contiguous sources (`col_stride == 1`) go through `quantizer`; strided ones (a
-/// transpose) through the scalar code.
+/// Every group goes through `quantizer`: row-contiguous sources (`col_stride == 1`) in place,
+/// strided ones (a transpose) gathered first (groups up to 128 values; longer ones take the
+/// scalar code, which gives the same bits).
 pub fn quantize_rows<'a>(
     quantizer: Quantizer,
     src: Strided<'_>,
@@ -109,14 +114,24 @@ pub fn quantize_rows<'a>(
     let stride = src.cols.div_ceil(group) * group;
     let groups = stride / group;
     assert!(values.len() >= src.rows * stride && scales.len() >= src.rows * groups);
-    if src.col_stride == 1 {
+    if src.col_stride == 1 || group <= GATHER {
+        // Strided groups are first gathered into a contiguous buffer.
+        let mut buf = [0f32; GATHER];
         for r in 0..src.rows {
             for g in 0..groups {
                 let c0 = g * group;
                 let len = src.cols.saturating_sub(c0).min(group);
-                let at = r * src.row_stride + c0;
+                let at = r * src.row_stride + c0 * src.col_stride;
                 let out = &mut values[r * stride + c0..r * stride + c0 + group];
-                scales[r * groups + g] = quantizer.group(&src.data[at..at + len], out);
+                let group_src = if src.col_stride == 1 {
+                    &src.data[at..at + len]
+                } else {
+                    for (i, b) in buf[..len].iter_mut().enumerate() {
+                        *b = src.data[at + i * src.col_stride];
+                    }
+                    &buf[..len]
+                };
+                scales[r * groups + g] = quantizer.group(group_src, out);
             }
         }
     } else {
