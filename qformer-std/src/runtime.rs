@@ -80,28 +80,49 @@ pub struct BatchOutput {
     pub hidden_states: Vec<Vec<f32>>,
 }
 
-/// A pool of worker threads for [`Model::forward_with`]: the matrix products are cut into
-/// blocks of rows, one per thread. Output is identical for any thread count.
+/// Worker threads for [`Model::forward_with`]: the matrix products are cut into blocks of
+/// rows, one per thread; the calling thread computes the first block itself and `n - 1` pool
+/// threads the others, so no more threads run than were asked for (a caller blocked while
+/// idle pool threads spin would compete with them for the cores). Output is identical for
+/// any thread count.
 pub struct Threads {
-    pool: rayon::ThreadPool,
+    threads: usize,
+    /// `threads - 1` workers; none for one thread.
+    pool: Option<rayon::ThreadPool>,
 }
 
 impl Threads {
-    /// `n` threads; 0 means one per available core.
+    /// `n` threads in all, the caller's included; 0 means one per available core.
     pub fn new(n: usize) -> Result<Threads> {
         let n = if n == 0 { std::thread::available_parallelism().map_or(1, |c| c.get()) } else { n };
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(n).build().context("cannot start worker threads")?;
-        Ok(Threads { pool })
+        let pool = if n > 1 {
+            Some(rayon::ThreadPoolBuilder::new().num_threads(n - 1).build().context("cannot start worker threads")?)
+        } else {
+            None
+        };
+        Ok(Threads { threads: n, pool })
     }
 }
 
 impl qformer_core::Executor for Threads {
     fn threads(&self) -> usize {
-        self.pool.current_num_threads()
+        self.threads
     }
     fn for_each_chunk(&self, out: &mut [f32], chunk_len: usize, task: &(dyn Fn(usize, &mut [f32]) + Sync)) {
-        use rayon::prelude::*;
-        self.pool.install(|| out.par_chunks_mut(chunk_len.max(1)).enumerate().for_each(|(i, c)| task(i, c)));
+        let mut chunks = out.chunks_mut(chunk_len.max(1)).enumerate();
+        let Some((first, head)) = chunks.next() else { return };
+        match &self.pool {
+            Some(pool) => pool.in_place_scope(|s| {
+                for (i, c) in chunks {
+                    s.spawn(move |_| task(i, c));
+                }
+                task(first, head);
+            }),
+            None => {
+                task(first, head);
+                chunks.for_each(|(i, c)| task(i, c));
+            }
+        }
     }
 }
 
