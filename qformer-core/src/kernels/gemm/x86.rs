@@ -281,13 +281,18 @@ fn transpose8(v: [__m256i; 8]) -> [__m256i; 8] {
 /// activation rows, shifted to unsigned (`a + 128`), are transposed into 4-byte chunks, and
 /// every weight column's chunk is broadcast into `vpdpbusd`, so a group ends with one exact
 /// dot per lane and no horizontal reduction. The shift is taken back with `128 * sum(w)` per
-/// column and group, computed once per column tile. Leftover rows go to [`vnni_kernel`],
-/// leftover columns to scalar.
+/// column and group, computed once per column tile. Leftover rows take one more tile ending
+/// at the last row (overlapping the previous one); leftover columns go to scalar, and
+/// products of fewer than 8 rows to [`vnni_kernel`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
 unsafe fn vnni_8x8(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
     let (stride, group) = (a.stride, a.group);
     let groups = stride / group;
     debug_assert!(groups <= VNNI_MAX_GROUPS && group.is_multiple_of(32));
+    if s.m < 8 {
+        // SAFETY: the same features as this function.
+        return unsafe { vnni_kernel(a, w, bias, out, s) };
+    }
     let (m8, n8) = (s.m / 8 * 8, s.n / 8 * 8);
     let shift = _mm256_set1_epi8(-128); // xor with 0x80 adds 128 as u8
     let ones = _mm256_set1_epi8(1);
@@ -295,8 +300,8 @@ unsafe fn vnni_8x8(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut
     for j in (0..n8).step_by(8) {
         // SAFETY: (whole block) `Q8Gemm::run` checked that `a` holds `m * stride` values and
         // `m * groups` scales, `w` `n * stride` and `n * groups`, and `out` `(m - 1) * ldo +
-        // n` values; every access below is to rows < m8 <= m of `a`, columns < n8 <= n of
-        // `w`, at byte offsets `g * group + k + 32 <= stride`, and to `out` at
+        // n` values; every access below is to rows `i + r < m` of `a` (`i <= m - 8`), columns
+        // < n8 <= n of `w`, at byte offsets `g * group + k + 32 <= stride`, and to `out` at
         // `(i + r) * ldo + j + 8 <= (m - 1) * ldo + n`.
         unsafe {
             let wp = w.values.as_ptr().add(j * stride);
@@ -314,7 +319,12 @@ unsafe fn vnni_8x8(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut
                 }
             }
             let wsp = w.scales.as_ptr().add(j * groups);
-            for i in (0..m8).step_by(8) {
+            // Whole tiles, then (for m % 8 != 0) one tile ending at the last row: it recomputes
+            // rows of the previous tile (the same bits) and stores only the new ones.
+            let last = (!s.m.is_multiple_of(8)).then(|| s.m - 8);
+            for i in (0..m8).step_by(8).chain(last) {
+                // Only the overlapping tile starts off a multiple of 8.
+                let first_new = if i.is_multiple_of(8) { 0 } else { m8 - i };
                 let ap = a.values.as_ptr().add(i * stride);
                 let asp = a.scales.as_ptr().add(i * groups);
                 let mut facc = [_mm256_setzero_ps(); 8];
@@ -350,25 +360,19 @@ unsafe fn vnni_8x8(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut
                     }
                 }
                 // Lane r of facc[c] is row i + r, column j + c: transpose to rows of 8 columns.
-                let rows = transpose8(facc.map(|f| _mm256_castps_si256(f)));
+                let out_rows = transpose8(facc.map(|f| _mm256_castps_si256(f)));
                 let b = match bias {
                     Some(b) => _mm256_loadu_ps(b.as_ptr().add(j)),
                     None => _mm256_setzero_ps(),
                 };
-                for (r, row) in rows.iter().enumerate() {
+                for (r, row) in out_rows.iter().enumerate().skip(first_new) {
                     let v = _mm256_add_ps(_mm256_castsi256_ps(*row), b);
                     _mm256_storeu_ps(out.as_mut_ptr().add((i + r) * s.ldo + j), v);
                 }
             }
         }
     }
-    scalar::gemm_q8_block(a, w, bias, out, s, 0..m8, n8..s.n);
-    if m8 < s.m {
-        let rest = QRows { values: &a.values[m8 * stride..], scales: &a.scales[m8 * groups..], stride, group };
-        let shape = Shape { m: s.m - m8, ..s };
-        // SAFETY: the same features as this function; the view holds the remaining rows.
-        unsafe { vnni_kernel(&rest, w, bias, &mut out[m8 * s.ldo..], shape) }
-    }
+    scalar::gemm_q8_block(a, w, bias, out, s, 0..s.m, n8..s.n);
 }
 
 /// Lane-wise horizontal sums: `out[k] = sum of the 8 lanes of v[k]` for 8 vectors.
