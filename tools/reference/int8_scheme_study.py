@@ -29,7 +29,8 @@ both; two alternatives at G=32 ((a) attention products in float, (b) P with a fi
 1/127); and two baselines (per-tensor symmetric activations; an ONNX-Runtime-dynamic-like scheme:
 per-channel int8 weights, per-tensor asymmetric uint8 activations, attention in float); and
 mixed precision (the most sensitive linears in fp16, added until 1-cos < 1e-3) with the floor
-that int8 attention products alone leave.
+that int8 attention products alone leave; with --outliers, the runtime's outlier decomposition
+with the outlier channels' weight columns in int8 or fp16.
 """
 
 import argparse
@@ -347,6 +348,32 @@ def main():
             break
     attn_only = metrics(forward(m, ck, Z, scheme(m, 32, linears=False)), ref)["one_minus"]
     print(f"  floor with every linear in float (int8 attention products only): 1-cos {attn_only:.2e}")
+
+    if args.outliers:
+        ch = [int(c) for c in args.outliers.split(",")]
+
+        def split_acts(x):  # the runtime's decomposition: outlier channels stay float
+            y = x.copy()
+            y[..., ch] = 0
+            y = fq(y, 32, -1)
+            y[..., ch] = x[..., ch]
+            return y
+
+        def f16_cols(w):  # int8 weights, but the outlier channels' columns in fp16
+            q = w.copy()
+            q[:, ch] = 0
+            q = fq(q, 32, -1)
+            q[:, ch] = w[:, ch].astype(np.float16)
+            return q
+
+        print(f"\n6) G=32 with image channels {ch} kept in float (the runtime's decomposition):")
+        for label, wq in [("their weight columns int8", lambda w: fq(w, 32, -1)),
+                          ("their weight columns fp16", f16_cols)]:
+            pol = scheme(m, 32)
+            for n in linear_names(m):
+                if n.endswith(("cross.k", "cross.v")):
+                    pol.lin[n] = (wq, split_acts)
+            print(row(label, metrics(forward(m, ck, Z, pol), ref)))
 
 
 if __name__ == "__main__":
