@@ -9,7 +9,7 @@ use super::QRows;
 /// `(m, n, stride, group)` shapes of the int8 GEMM sweep: empty, single, odd, tile and
 /// tile + 1 sizes for every variant's tiles (1x4, 2x4, 1x8, Helium/DSP tiles), group sizes
 /// 16/32/64, and BLIP-2's reduction lengths 768, 1408 and 3072.
-pub const Q8_SHAPES: [(usize, usize, usize, usize); 20] = [
+pub const Q8_SHAPES: [(usize, usize, usize, usize); 21] = [
     (0, 0, 32, 32),
     (0, 5, 32, 32),
     (3, 0, 32, 32),
@@ -26,12 +26,13 @@ pub const Q8_SHAPES: [(usize, usize, usize, usize); 20] = [
     (3, 5, 1408, 32),
     (2, 4, 3072, 32),
     (9, 13, 64, 16),
-    // Whole tiles (up to 8 rows and 8 columns) plus ragged edges, also at BLIP-2's long
+    // Whole tiles (up to 16 rows and 8 columns) plus ragged edges, also at BLIP-2's long
     // reductions.
     (5, 17, 768, 32),
     (4, 9, 3072, 32),
     (9, 17, 96, 32),
     (17, 9, 768, 64),
+    (33, 17, 64, 32),
 ];
 
 /// Scratch bytes [`q8_sweep`] needs for `shapes`.

@@ -226,9 +226,9 @@ pub unsafe fn vnni_unchecked() -> Q8Gemm {
     Q8Gemm::new(VNNI_NAME, gemm_q8_vnni)
 }
 
-const VNNI_NAME: &str = "avx512vnni_gemm_q8_8x8";
+const VNNI_NAME: &str = "avx512vnni_gemm_q8_16x8";
 
-/// Most groups per row the 8x8 kernel takes (its column sums live in a stack array of
+/// Most groups per row the 16x8 kernel takes (its column sums live in a stack array of
 /// `8 * VNNI_MAX_GROUPS` i32); longer rows use the 4x4 kernel.
 const VNNI_MAX_GROUPS: usize = 256;
 
@@ -240,7 +240,7 @@ fn gemm_q8_vnni(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f
     // `Q8Gemm::run` checked the operand bounds the kernels rely on.
     unsafe {
         if a.stride / a.group <= VNNI_MAX_GROUPS {
-            vnni_8x8(a, w, bias, out, s)
+            vnni_16x8(a, w, bias, out, s)
         } else {
             vnni_kernel(a, w, bias, out, s)
         }
@@ -277,97 +277,120 @@ fn transpose8(v: [__m256i; 8]) -> [__m256i; 8] {
     })
 }
 
-/// 8 rows x 8 columns per tile, accumulator lane = row. Per 32 bytes of `k` the eight
-/// activation rows, shifted to unsigned (`a + 128`), are transposed into 4-byte chunks, and
-/// every weight column's chunk is broadcast into `vpdpbusd`, so a group ends with one exact
-/// dot per lane and no horizontal reduction. The shift is taken back with `128 * sum(w)` per
-/// column and group, computed once per column tile. Leftover rows take one more tile ending
-/// at the last row (overlapping the previous one); leftover columns go to scalar, and
-/// products of fewer than 8 rows to [`vnni_kernel`].
+/// `corr[c * groups + g] = 128 * sum(w[c, group g])` for the 8 weight rows at `wp`: what
+/// the `a + 128` shift adds to each group dot.
+///
+/// # Safety
+/// The CPU has AVX-512 VNNI and AVX512VL; `wp` points to 8 rows of `stride` readable bytes;
+/// `group` is a multiple of 32 dividing `stride`, and `corr` holds `8 * stride / group` values.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
-unsafe fn vnni_8x8(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
+unsafe fn column_corrections(wp: *const i8, stride: usize, group: usize, corr: &mut [i32]) {
+    let groups = stride / group;
+    let ones = _mm256_set1_epi8(1);
+    for c in 0..8 {
+        for g in 0..groups {
+            let mut sum = _mm256_setzero_si256();
+            for k in (g * group..(g + 1) * group).step_by(32) {
+                // SAFETY: `c < 8` and `k + 32 <= stride`, inside the caller's rows.
+                let y = unsafe { _mm256_loadu_si256(wp.add(c * stride + k) as *const __m256i) };
+                sum = _mm256_dpbusd_epi32(sum, ones, y);
+            }
+            let h = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+            let h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0b01_00_11_10));
+            let h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0b10_11_00_01));
+            corr[c * groups + g] = _mm_cvtsi128_si32(h).wrapping_mul(128);
+        }
+    }
+}
+
+/// 16 rows x 8 columns per tile, accumulator lane = row (512-bit vectors). Per 32 bytes of
+/// `k` the 16 activation rows, shifted to unsigned (`a + 128`), are transposed into 4-byte
+/// chunks, and every weight column's chunk is broadcast into `vpdpbusd`, so a group ends
+/// with one exact dot per lane and no horizontal reduction; each broadcast and each epilogue
+/// instruction serves 16 rows. The shift is taken back with `128 * sum(w)` per column and
+/// group, computed once per column tile ([`column_corrections`]). Leftover rows take one
+/// more tile ending at the last row (overlapping the previous one: the same bits again, only
+/// the new rows stored); leftover columns go to scalar, products of fewer than 16 rows to
+/// [`vnni_kernel`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
+unsafe fn vnni_16x8(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
     let (stride, group) = (a.stride, a.group);
     let groups = stride / group;
     debug_assert!(groups <= VNNI_MAX_GROUPS && group.is_multiple_of(32));
-    if s.m < 8 {
+    if s.m < 16 {
         // SAFETY: the same features as this function.
         return unsafe { vnni_kernel(a, w, bias, out, s) };
     }
-    let (m8, n8) = (s.m / 8 * 8, s.n / 8 * 8);
+    let (m16, n8) = (s.m / 16 * 16, s.n / 8 * 8);
     let shift = _mm256_set1_epi8(-128); // xor with 0x80 adds 128 as u8
-    let ones = _mm256_set1_epi8(1);
     let mut corr = [0i32; 8 * VNNI_MAX_GROUPS];
     for j in (0..n8).step_by(8) {
         // SAFETY: (whole block) `Q8Gemm::run` checked that `a` holds `m * stride` values and
         // `m * groups` scales, `w` `n * stride` and `n * groups`, and `out` `(m - 1) * ldo +
-        // n` values; every access below is to rows `i + r < m` of `a` (`i <= m - 8`), columns
-        // < n8 <= n of `w`, at byte offsets `g * group + k + 32 <= stride`, and to `out` at
-        // `(i + r) * ldo + j + 8 <= (m - 1) * ldo + n`.
+        // n` values; every access below is to rows `i + r < m` of `a` (`i <= m - 16`,
+        // `r < 16`), columns < n8 <= n of `w`, at byte offsets `g * group + k + 32 <=
+        // stride`, and to `out` at `(i + r) * ldo + j + 8 <= (m - 1) * ldo + n`.
         unsafe {
             let wp = w.values.as_ptr().add(j * stride);
-            for c in 0..8 {
-                for g in 0..groups {
-                    let mut sum = _mm256_setzero_si256();
-                    for k in (g * group..(g + 1) * group).step_by(32) {
-                        let y = _mm256_loadu_si256(wp.add(c * stride + k) as *const __m256i);
-                        sum = _mm256_dpbusd_epi32(sum, ones, y);
-                    }
-                    let h = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
-                    let h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0b01_00_11_10));
-                    let h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0b10_11_00_01));
-                    corr[c * groups + g] = _mm_cvtsi128_si32(h).wrapping_mul(128);
-                }
-            }
+            column_corrections(wp, stride, group, &mut corr);
             let wsp = w.scales.as_ptr().add(j * groups);
-            // Whole tiles, then (for m % 8 != 0) one tile ending at the last row: it recomputes
-            // rows of the previous tile (the same bits) and stores only the new ones.
-            let last = (!s.m.is_multiple_of(8)).then(|| s.m - 8);
-            for i in (0..m8).step_by(8).chain(last) {
-                // Only the overlapping tile starts off a multiple of 8.
-                let first_new = if i.is_multiple_of(8) { 0 } else { m8 - i };
+            let last = (!s.m.is_multiple_of(16)).then(|| s.m - 16);
+            for i in (0..m16).step_by(16).chain(last) {
+                // Only the overlapping tile starts off a multiple of 16.
+                let first_new = if i.is_multiple_of(16) { 0 } else { m16 - i };
                 let ap = a.values.as_ptr().add(i * stride);
                 let asp = a.scales.as_ptr().add(i * groups);
-                let mut facc = [_mm256_setzero_ps(); 8];
+                let mut facc = [_mm512_setzero_ps(); 8];
                 for g in 0..groups {
-                    let mut acc = [_mm256_setzero_si256(); 8];
+                    let mut acc = [_mm512_setzero_si512(); 8];
                     for k in (g * group..(g + 1) * group).step_by(32) {
-                        let at = transpose8(core::array::from_fn(|r| {
-                            _mm256_xor_si256(_mm256_loadu_si256(ap.add(r * stride + k) as *const __m256i), shift)
-                        }));
+                        let half = |h: usize| {
+                            transpose8(core::array::from_fn(|r| {
+                                let p = ap.add((8 * h + r) * stride + k) as *const __m256i;
+                                _mm256_xor_si256(_mm256_loadu_si256(p), shift)
+                            }))
+                        };
+                        let (lo, hi) = (half(0), half(1));
+                        let at: [__m512i; 8] =
+                            core::array::from_fn(|q| _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo[q]), hi[q]));
                         for (c, acc) in acc.iter_mut().enumerate() {
                             let chunk = wp.add(c * stride + k) as *const i32;
                             for (q, at) in at.iter().enumerate() {
-                                let y = _mm256_set1_epi32(chunk.add(q).read_unaligned());
-                                *acc = _mm256_dpbusd_epi32(*acc, *at, y);
+                                let y = _mm512_set1_epi32(chunk.add(q).read_unaligned());
+                                *acc = _mm512_dpbusd_epi32(*acc, *at, y);
                             }
                         }
                     }
-                    let sa = _mm256_setr_ps(
-                        *asp.add(g),
-                        *asp.add(groups + g),
-                        *asp.add(2 * groups + g),
-                        *asp.add(3 * groups + g),
-                        *asp.add(4 * groups + g),
-                        *asp.add(5 * groups + g),
-                        *asp.add(6 * groups + g),
-                        *asp.add(7 * groups + g),
-                    );
+                    let sa: [f32; 16] = core::array::from_fn(|r| *asp.add(r * groups + g));
+                    let sa = _mm512_loadu_ps(sa.as_ptr());
                     for (c, f) in facc.iter_mut().enumerate() {
-                        let dot = _mm256_sub_epi32(acc[c], _mm256_set1_epi32(corr[c * groups + g]));
+                        let dot = _mm512_sub_epi32(acc[c], _mm512_set1_epi32(corr[c * groups + g]));
                         // (sa * sw) * dot, then the add: the scalar kernel's rounding order.
-                        let scale = _mm256_mul_ps(sa, _mm256_set1_ps(*wsp.add(c * groups + g)));
-                        *f = _mm256_add_ps(*f, _mm256_mul_ps(scale, _mm256_cvtepi32_ps(dot)));
+                        let scale = _mm512_mul_ps(sa, _mm512_set1_ps(*wsp.add(c * groups + g)));
+                        *f = _mm512_add_ps(*f, _mm512_mul_ps(scale, _mm512_cvtepi32_ps(dot)));
                     }
                 }
-                // Lane r of facc[c] is row i + r, column j + c: transpose to rows of 8 columns.
-                let out_rows = transpose8(facc.map(|f| _mm256_castps_si256(f)));
+                // Lane r of facc[c] is row i + r, column j + c: transpose each 8-row half to
+                // rows of 8 columns.
                 let b = match bias {
                     Some(b) => _mm256_loadu_ps(b.as_ptr().add(j)),
                     None => _mm256_setzero_ps(),
                 };
-                for (r, row) in out_rows.iter().enumerate().skip(first_new) {
-                    let v = _mm256_add_ps(_mm256_castsi256_ps(*row), b);
-                    _mm256_storeu_ps(out.as_mut_ptr().add((i + r) * s.ldo + j), v);
+                for h in 0..2 {
+                    let rows = transpose8(facc.map(|f| {
+                        let f = _mm512_castps_si512(f);
+                        if h == 0 {
+                            _mm512_castsi512_si256(f)
+                        } else {
+                            _mm512_extracti64x4_epi64::<1>(f)
+                        }
+                    }));
+                    for (r, row) in rows.iter().enumerate() {
+                        if 8 * h + r >= first_new {
+                            let v = _mm256_add_ps(_mm256_castsi256_ps(*row), b);
+                            _mm256_storeu_ps(out.as_mut_ptr().add((i + 8 * h + r) * s.ldo + j), v);
+                        }
+                    }
                 }
             }
         }
