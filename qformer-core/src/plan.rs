@@ -159,17 +159,10 @@ impl Bump {
     /// `rows` rows of `cols` values quantized in groups of `group`.
     const fn take_q(&mut self, rows: usize, cols: usize, group: usize) -> QSpan {
         let stride = round_up(cols, group);
-        let values = match rows.checked_mul(stride) {
-            Some(count) => self.take(count, 1),
-            None => self.overflowed(),
-        };
+        // `take` multiplies with overflow checks.
+        let values = self.take(rows, stride);
         let scales = self.take(rows, 4 * (stride / group));
         QSpan { values, scales }
-    }
-
-    const fn overflowed(&mut self) -> Span {
-        self.overflow = true;
-        Span { offset: self.at, bytes: 0 }
     }
 }
 

@@ -233,9 +233,8 @@ pub fn q8_variants() -> Vec<qformer_core::kernels::gemm::Q8Gemm> {
 
 /// Every activation quantizer this CPU can run, scalar first (for benchmarks and reports).
 pub fn quant_variants() -> Vec<qformer_core::kernels::quant::Quantizer> {
-    use qformer_core::kernels::quant::Quantizer;
     #[allow(unused_mut)]
-    let mut v = vec![Quantizer::SCALAR, Quantizer::COMPILED];
+    let mut v = qformer_core::kernels::quant::compiled_variants().to_vec();
     #[cfg(target_arch = "x86_64")]
     if x86_has("avx2") {
         // SAFETY: AVX2 was just detected.
@@ -247,9 +246,8 @@ pub fn quant_variants() -> Vec<qformer_core::kernels::quant::Quantizer> {
 
 /// Every float GEMM this CPU can run, scalar first (for benchmarks and reports).
 pub fn f_variants() -> Vec<qformer_core::kernels::gemm::FGemm> {
-    use qformer_core::kernels::gemm::FGemm;
     #[allow(unused_mut)]
-    let mut v = vec![FGemm::SCALAR, FGemm::COMPILED];
+    let mut v = qformer_core::kernels::gemm::compiled_f_variants().to_vec();
     #[cfg(target_arch = "x86_64")]
     if ["avx2", "fma", "f16c"].iter().all(|f| x86_has(f)) {
         // SAFETY: AVX2, FMA and F16C were just detected.

@@ -68,23 +68,19 @@ fn store(out: &mut [f32], at: usize, acc: float32x4_t, bias: Option<&[f32]>, j: 
 }
 
 /// The exact dots of one group for a 4x4 tile (rows i.., columns j..), lane c of entry r
-/// = column j + c of row i + r, with `step(acc, x, y)` adding the 4-byte-lane dots of two
-/// 16-byte vectors into `acc`.
+/// = column j + c of row i + r: `smull`/`smlal2` products of 16 bytes into i16 lanes (two
+/// products of |a| <= 127 and |w| <= 128 sum to at most 32512, inside i16), pairwise added
+/// into i32 with `sadalp`, reduced per output at the end of the group.
 ///
 /// # Safety
-/// `step` must be runnable on this CPU, and rows `i..i + 4` of `a` and `j..j + 4` of `w`
-/// must hold `stride` values (checked by `Q8Gemm::run` for the tiles `drive_4x4` visits).
+/// Rows `i..i + 4` of `a` and `j..j + 4` of `w` must hold `stride` values (checked by
+/// `Q8Gemm::run` for the tiles `gemm_q8_base` visits).
 #[inline(always)]
-unsafe fn tile_4x4(
-    a: &QRows<'_>,
-    w: &QRows<'_>,
-    (i, j, g): (usize, usize, usize),
-    step: impl Fn(int32x4_t, int8x16_t, int8x16_t) -> int32x4_t,
-) -> [int32x4_t; 4] {
+unsafe fn smull_dots_4x4(a: &QRows<'_>, w: &QRows<'_>, (i, j, g): (usize, usize, usize)) -> [int32x4_t; 4] {
     let (stride, group) = (a.stride, a.group);
     debug_assert!(a.values.len() >= (i + 4) * stride && w.values.len() >= (j + 4) * stride);
     // SAFETY: per the contract, every 16-byte load lies inside group g of one of those rows
-    // (group is a multiple of 16); NEON is enabled for this module.
+    // (group is a multiple of 16); smull/smlal/sadalp are base NEON, enabled for this module.
     unsafe {
         let ap = a.values.as_ptr().add(i * stride + g * group);
         let wp = w.values.as_ptr().add(j * stride + g * group);
@@ -94,7 +90,8 @@ unsafe fn tile_4x4(
             let y: [int8x16_t; 4] = core::array::from_fn(|c| vld1q_s8(wp.add(c * stride + k)));
             for r in 0..4 {
                 for c in 0..4 {
-                    acc[r][c] = step(acc[r][c], x[r], y[c]);
+                    let p = vmlal_high_s8(vmull_s8(vget_low_s8(x[r]), vget_low_s8(y[c])), x[r], y[c]);
+                    acc[r][c] = vpadalq_s16(acc[r][c], p);
                 }
             }
         }
@@ -102,28 +99,8 @@ unsafe fn tile_4x4(
     }
 }
 
+/// 4x4 tiles of [`smull_dots_4x4`], then the ragged rows and columns in scalar.
 fn gemm_q8_base(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
-    drive_4x4(a, w, bias, out, s, |i, j, g| {
-        // SAFETY: smull/smlal/sadalp are base NEON; bounds as `drive_4x4` guarantees. Two
-        // products of |a| <= 127 and |w| <= 128 sum to at most 32512, inside i16.
-        unsafe {
-            tile_4x4(a, w, (i, j, g), |acc, x, y| {
-                vpadalq_s16(acc, vmlal_high_s8(vmull_s8(vget_low_s8(x), vget_low_s8(y)), x, y))
-            })
-        }
-    })
-}
-
-/// Runs `tile(i, j)` for every 4x4 output tile, then the ragged rows and columns in scalar.
-#[inline(always)]
-fn drive_4x4(
-    a: &QRows<'_>,
-    w: &QRows<'_>,
-    bias: Option<&[f32]>,
-    out: &mut [f32],
-    s: Shape,
-    tile: impl Fn(usize, usize, usize) -> [int32x4_t; 4],
-) {
     let (stride, group) = (a.stride, a.group);
     let groups = stride / group;
     let (m4, n4) = (s.m / 4 * 4, s.n / 4 * 4);
@@ -133,7 +110,8 @@ fn drive_4x4(
             let mut acc = unsafe { [vdupq_n_f32(0.0); 4] };
             let (asp, wsp) = (&a.scales[i * groups..(i + 4) * groups], &w.scales[j * groups..(j + 4) * groups]);
             for g in 0..groups {
-                let dots = tile(i, j, g);
+                // SAFETY: i + 4 <= m and j + 4 <= n, whose rows `Q8Gemm::run` checked.
+                let dots = unsafe { smull_dots_4x4(a, w, (i, j, g)) };
                 // SAFETY: `g < groups` and `c, r < 4`, inside the two slices just taken.
                 let sw = core::array::from_fn(|c| unsafe { *wsp.get_unchecked(c * groups + g) });
                 for (r, accr) in acc.iter_mut().enumerate() {
