@@ -66,21 +66,27 @@ pub struct Mismatch {
     pub want: u32,
 }
 
-/// xorshift32: deterministic test data on every target.
-struct Rng(u32);
+/// xorshift32: deterministic test data on every target (also the firmware benches').
+pub struct Rng(pub u32);
 
 impl Rng {
-    fn next(&mut self) -> u32 {
+    /// The next value.
+    pub fn next_u32(&mut self) -> u32 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 17;
         self.0 ^= self.0 << 5;
         self.0
     }
     fn i8_in(&mut self, lo: i32, hi: i32) -> i8 {
-        (lo + (self.next() % (hi - lo + 1) as u32) as i32) as i8
+        (lo + (self.next_u32() % (hi - lo + 1) as u32) as i32) as i8
     }
-    fn scale(&mut self) -> f32 {
-        (self.next() >> 8) as f32 / (1u32 << 24) as f32 + 1e-3
+    /// Uniform in [0, 1), 24 bits.
+    pub fn unit(&mut self) -> f32 {
+        (self.next_u32() >> 8) as f32 / (1u32 << 24) as f32
+    }
+    /// A positive scale in [1e-3, 1 + 1e-3).
+    pub fn scale(&mut self) -> f32 {
+        self.unit() + 1e-3
     }
 }
 
@@ -302,7 +308,7 @@ pub fn quant_sweep(variant: super::quant::Quantizer, scratch: &mut [u8]) -> Resu
                         f32::from_bits(if i % 2 == 0 { b + 1 } else { b - 1 })
                     }
                     // A maximum near 2^-99, subnormals among the values.
-                    7 if i % 3 == 1 => f32::from_bits(rng.next() & 0x807f_ffff),
+                    7 if i % 3 == 1 => f32::from_bits(rng.next_u32() & 0x807f_ffff),
                     7 => (rng.scale() - 0.5) * libm::ldexpf(1.0, -98),
                     _ => (rng.scale() - 0.5) * 7.0,
                 };

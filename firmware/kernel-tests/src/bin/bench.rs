@@ -9,6 +9,7 @@
 #![no_main]
 
 use core::arch::asm;
+use core::fmt::Write;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use cortex_m::peripheral::syst::SystClkSource;
@@ -16,6 +17,7 @@ use cortex_m_rt::{entry, exception};
 use kernel_tests::{cpu, exit, hprintln};
 use qformer_core::kernels::gemm::{self, FGemm, Q8Gemm, Shape};
 use qformer_core::kernels::quant::{self, Quantizer, Strided};
+use qformer_core::kernels::testing::Rng;
 use qformer_core::kernels::QRows;
 
 static WRAPS: AtomicU32 = AtomicU32::new(0);
@@ -66,33 +68,46 @@ fn big_ram() -> (usize, usize) {
     }
 }
 
-struct Rng(u32);
-impl Rng {
-    fn next(&mut self) -> u32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 17;
-        self.0 ^= self.0 << 5;
-        self.0
-    }
-}
-
-fn carve<'a, T: bytemuck_free::Pod>(rest: &mut &'a mut [u8], count: usize) -> &'a mut [T] {
+/// `count` values of `T` from the front of `rest`, 16-byte aligned.
+fn carve<'a, T: bytemuck::Pod>(rest: &mut &'a mut [u8], count: usize) -> &'a mut [T] {
     let pad = rest.as_ptr().align_offset(16);
     let r = core::mem::take(rest);
     let (_, r) = r.split_at_mut(pad);
     let (mine, r) = r.split_at_mut(count * core::mem::size_of::<T>());
     *rest = r;
-    // SAFETY: `mine` is 16-byte aligned, `count * size_of::<T>()` bytes, and every bit
-    // pattern is a valid `T` (plain integers and floats).
-    unsafe { core::slice::from_raw_parts_mut(mine.as_mut_ptr() as *mut T, count) }
+    bytemuck::cast_slice_mut(mine)
 }
 
-mod bytemuck_free {
-    /// Plain data: every bit pattern is a value.
-    pub trait Pod {}
-    impl Pod for i8 {}
-    impl Pod for f32 {}
-    impl Pod for half::f16 {}
+/// Prints the column heads of a table: `label` heads the second column, `per` the cost one.
+fn header(label: &str, per: &str) {
+    hprintln!("{:>16} {:>7} {:>30} {:>12} {:>12} {:>8}", "shape", label, "variant", "instructions", per, "vs scalar");
+}
+
+/// Prints one row: `instr` instructions for `work` units, and the ratio to `first` (the
+/// scalar row's count).
+fn row(shape: &str, label: &dyn core::fmt::Display, name: &str, instr: u64, work: u64, first: u64) {
+    let per_milli = instr * 1000 / work;
+    let ratio_tenths = first * 10 / instr.max(1);
+    hprintln!(
+        "{:>16} {:>7} {:>30} {:>12} {:>8}.{:03} {:>6}.{}x",
+        shape,
+        label,
+        name,
+        instr,
+        per_milli / 1000,
+        per_milli % 1000,
+        ratio_tenths / 10,
+        ratio_tenths % 10
+    );
+}
+
+/// `dims` joined with `x`, e.g. `32x768x768`.
+fn shape(dims: &[usize]) -> heapless::String<32> {
+    let mut s = heapless::String::new();
+    for (i, d) in dims.iter().enumerate() {
+        let _ = write!(s, "{}{d}", if i == 0 { "" } else { "x" });
+    }
+    s
 }
 
 #[entry]
@@ -129,15 +144,7 @@ fn main() -> ! {
     // (m, n, k, group); shapes reduced to fit the RAM are marked in the output.
     let shapes: [(usize, usize, usize, usize); 4] =
         [(32, 768, 768, 32), (32, 3072, 768, 32), (257, 768, 1408, 32), (32, 768, 768, 128)];
-    hprintln!(
-        "{:>16} {:>5} {:>26} {:>12} {:>12} {:>8}",
-        "m x n x k",
-        "group",
-        "variant",
-        "instructions",
-        "instr/MAC",
-        "vs scalar"
-    );
+    header("group", "instr/MAC");
     for (m, n, k, group) in shapes {
         let mut rest: &mut [u8] = &mut ram[..];
         let need = m * k + n * k + 4 * (m + n) * (k / group) + 4 * n + 4 * m * n + 6 * 16;
@@ -152,10 +159,10 @@ fn main() -> ! {
         let bias: &mut [f32] = carve(&mut rest, n);
         let out: &mut [f32] = carve(&mut rest, m * n);
         let mut rng = Rng(0x2545_f491);
-        av.iter_mut().for_each(|v| *v = ((rng.next() % 255) as i32 - 127) as i8);
-        wv.iter_mut().for_each(|v| *v = rng.next() as i8);
-        asc.iter_mut().chain(wsc.iter_mut()).for_each(|v| *v = (rng.next() >> 8) as f32 / (1u32 << 24) as f32 + 1e-3);
-        bias.iter_mut().for_each(|v| *v = (rng.next() >> 8) as f32 / (1u32 << 24) as f32 - 0.5);
+        av.iter_mut().for_each(|v| *v = ((rng.next_u32() % 255) as i32 - 127) as i8);
+        wv.iter_mut().for_each(|v| *v = rng.next_u32() as i8);
+        asc.iter_mut().chain(wsc.iter_mut()).for_each(|v| *v = rng.scale());
+        bias.iter_mut().for_each(|v| *v = rng.unit() - 0.5);
         let a = QRows { values: av, scales: asc, stride: k, group };
         let w = QRows { values: wv, scales: wsc, stride: k, group };
         let s = Shape::new(m, n, k);
@@ -163,9 +170,6 @@ fn main() -> ! {
         let mut first = 0u64;
         let mut check = 0u32;
         for v in [Q8Gemm::SCALAR, simd] {
-            if group != 32 && v.name() == Q8Gemm::SCALAR.name() {
-                // The scalar kernel does not depend on the group size: one run is enough.
-            }
             let t0 = ticks();
             v.run(&a, &w, Some(bias), out, s);
             let instr = instructions(t0, ticks());
@@ -177,19 +181,7 @@ fn main() -> ! {
                 hprintln!("FAIL: {} output differs from scalar", v.name());
                 ok = false;
             }
-            let per_mac_milli = instr * 1000 / macs;
-            let ratio_tenths = first * 10 / instr.max(1);
-            hprintln!(
-                "{:>16} {:>5} {:>26} {:>12} {:>8}.{:03} {:>6}.{}x",
-                fmt_shape(m, n, k).as_str(),
-                group,
-                v.name(),
-                instr,
-                per_mac_milli / 1000,
-                per_mac_milli % 1000,
-                ratio_tenths / 10,
-                ratio_tenths % 10
-            );
+            row(&shape(&[m, n, k]), &group, v.name(), instr, macs, first);
         }
     }
     ok &= float_gemm(ram);
@@ -210,7 +202,7 @@ fn float_gemm(ram: &mut [u8]) -> bool {
     let bias: &mut [f32] = carve(&mut rest, n);
     let out: &mut [f32] = carve(&mut rest, m * n);
     let mut rng = Rng(0x1357_9bdf);
-    let mut unit = move || (rng.next() >> 8) as f32 / (1u32 << 24) as f32 - 0.5;
+    let mut unit = move || rng.unit() - 0.5;
     a.iter_mut().for_each(|v| *v = 4.0 * unit());
     w.iter_mut().zip(wh.iter_mut()).for_each(|(v, h)| {
         *h = half::f16::from_f32(0.2 * unit());
@@ -219,15 +211,7 @@ fn float_gemm(ram: &mut [u8]) -> bool {
     bias.iter_mut().for_each(|v| *v = unit());
     let s = Shape::new(m, n, k);
     let macs = (m * n * k) as u64;
-    hprintln!(
-        "{:>16} {:>7} {:>30} {:>12} {:>12} {:>8}",
-        "m x n x k",
-        "weights",
-        "variant",
-        "instructions",
-        "instr/MAC",
-        "vs scalar"
-    );
+    header("weights", "instr/MAC");
     for f16 in [false, true] {
         let mut first = 0u64;
         for v in [FGemm::SCALAR, simd] {
@@ -241,19 +225,7 @@ fn float_gemm(ram: &mut [u8]) -> bool {
             if first == 0 {
                 first = instr;
             }
-            let per_mac_milli = instr * 1000 / macs;
-            let ratio_tenths = first * 10 / instr.max(1);
-            hprintln!(
-                "{:>16} {:>7} {:>30} {:>12} {:>8}.{:03} {:>6}.{}x",
-                fmt_shape(m, n, k).as_str(),
-                if f16 { "fp16" } else { "f32" },
-                v.name(),
-                instr,
-                per_mac_milli / 1000,
-                per_mac_milli % 1000,
-                ratio_tenths / 10,
-                ratio_tenths % 10
-            );
+            row(&shape(&[m, n, k]), &if f16 { "fp16" } else { "f32" }, v.name(), instr, macs, first);
         }
     }
     true
@@ -269,19 +241,11 @@ fn quantizer(ram: &mut [u8]) -> bool {
     let values: &mut [i8] = carve(&mut rest, rows * cols);
     let scales: &mut [f32] = carve(&mut rest, rows * cols / 32);
     let mut rng = Rng(0x0f1e_2d3c);
-    src.iter_mut().for_each(|v| *v = ((rng.next() >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 6.0);
+    src.iter_mut().for_each(|v| *v = (rng.unit() - 0.5) * 6.0);
     let strided = Strided { data: src, rows, cols, row_stride: cols, col_stride: 1 };
     let elems = (rows * cols) as u64;
     let mut ok = true;
-    hprintln!(
-        "{:>16} {:>5} {:>30} {:>12} {:>12} {:>8}",
-        "rows x cols",
-        "group",
-        "variant",
-        "instructions",
-        "instr/elem",
-        "vs scalar"
-    );
+    header("group", "instr/elem");
     for group in [32usize, 128] {
         let (mut first, mut check) = (0u64, 0u32);
         for v in [Quantizer::SCALAR, simd] {
@@ -296,59 +260,8 @@ fn quantizer(ram: &mut [u8]) -> bool {
                 hprintln!("FAIL: {} output differs from scalar", v.name());
                 ok = false;
             }
-            let per_milli = instr * 1000 / elems;
-            let ratio_tenths = first * 10 / instr.max(1);
-            hprintln!(
-                "{:>16} {:>5} {:>30} {:>12} {:>8}.{:03} {:>6}.{}x",
-                fmt_shape2(rows, cols).as_str(),
-                group,
-                v.name(),
-                instr,
-                per_milli / 1000,
-                per_milli % 1000,
-                ratio_tenths / 10,
-                ratio_tenths % 10
-            );
+            row(&shape(&[rows, cols]), &group, v.name(), instr, elems, first);
         }
     }
     ok
-}
-
-fn fmt_shape2(r: usize, c: usize) -> heapless_str::S {
-    let mut s = heapless_str::S::new();
-    let _ = core::fmt::write(&mut s, format_args!("{r}x{c}"));
-    s
-}
-
-fn fmt_shape(m: usize, n: usize, k: usize) -> heapless_str::S {
-    let mut s = heapless_str::S::new();
-    let _ = core::fmt::write(&mut s, format_args!("{m}x{n}x{k}"));
-    s
-}
-
-mod heapless_str {
-    /// A 32-byte string for table cells.
-    pub struct S {
-        buf: [u8; 32],
-        len: usize,
-    }
-    impl S {
-        pub fn new() -> S {
-            S { buf: [0; 32], len: 0 }
-        }
-        pub fn as_str(&self) -> &str {
-            core::str::from_utf8(&self.buf[..self.len]).unwrap_or("?")
-        }
-    }
-    impl core::fmt::Write for S {
-        fn write_str(&mut self, s: &str) -> core::fmt::Result {
-            let end = self.len + s.len();
-            if end > self.buf.len() {
-                return Err(core::fmt::Error);
-            }
-            self.buf[self.len..end].copy_from_slice(s.as_bytes());
-            self.len = end;
-            Ok(())
-        }
-    }
 }
