@@ -1,8 +1,10 @@
 //! Every bad blob and bad input gets its own, exact error; nothing panics.
 
+use std::mem::offset_of;
+
 use qformer_core::blob::{self, HEADER_BYTES};
 use qformer_core::error::{Buffer, TensorProblem};
-use qformer_core::{Error, Model, Precision, Role};
+use qformer_core::{Error, Header, Model, Precision, Role, TensorEntry};
 use qformer_std::runtime::{Arena, BlobBytes};
 use qformer_tests::{reseal, tiny_blob, TINY};
 
@@ -14,6 +16,34 @@ fn load(bytes: &[u8]) -> Result<(), Error> {
 fn set_u32(blob: &mut [u8], at: usize, v: u32) {
     blob[at..at + 4].copy_from_slice(&v.to_le_bytes());
 }
+
+/// Byte offset of header field `$f`.
+macro_rules! header {
+    ($f:ident) => {
+        offset_of!(Header, $f)
+    };
+}
+
+/// Byte offset of field `$f` of table entry `$i`.
+macro_rules! entry {
+    ($i:expr, $f:ident) => {
+        HEADER_BYTES + $i * blob::ENTRY_BYTES + offset_of!(TensorEntry, $f)
+    };
+}
+
+/// Entry `i` of the table.
+fn entry_of(b: &[u8], i: usize) -> TensorEntry {
+    TensorEntry::at_index(b, i as u32).expect("entry in range")
+}
+
+/// Sets value `k` of f32 tensor `i`.
+fn set_f32(b: &mut [u8], i: usize, k: usize, v: f32) {
+    let at = entry_of(b, i).offset as usize + 4 * k;
+    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+/// Table index of layer 0's self-attention query weight.
+const SELF_QUERY_0: usize = 3;
 
 #[test]
 fn valid_blobs_load() {
@@ -37,7 +67,11 @@ fn each_bad_blob_has_its_error() {
             Error::TrailingBytes { declared: n, available: n + 16 },
         ),
         ("wrong magic", Box::new(|b| b[0] = b'X'), Error::BadMagic),
-        ("newer version", Box::new(|b| set_u32(b, 8, 2)), Error::UnsupportedVersion { found: 2, supported: 1 }),
+        (
+            "newer version",
+            Box::new(|b| set_u32(b, header!(version), 2)),
+            Error::UnsupportedVersion { found: 2, supported: 1 },
+        ),
         (
             "flipped data bit",
             Box::new(|b| {
@@ -49,7 +83,7 @@ fn each_bad_blob_has_its_error() {
         (
             "unknown precision",
             Box::new(|b| {
-                set_u32(b, 36, 7);
+                set_u32(b, header!(precision), 7);
                 reseal(b)
             }),
             Error::BadHeader { field: "precision", value: 7 },
@@ -57,7 +91,7 @@ fn each_bad_blob_has_its_error() {
         (
             "reserved header word",
             Box::new(|b| {
-                set_u32(b, 100, 1);
+                set_u32(b, header!(reserved) + 12, 1);
                 reseal(b)
             }),
             Error::BadHeader { field: "reserved", value: 1 },
@@ -65,7 +99,7 @@ fn each_bad_blob_has_its_error() {
         (
             "heads do not divide hidden",
             Box::new(|b| {
-                set_u32(b, 52, 5);
+                set_u32(b, header!(num_heads), 5);
                 reseal(b)
             }),
             Error::InvalidConfig { field: "num_heads", value: 5 },
@@ -73,8 +107,8 @@ fn each_bad_blob_has_its_error() {
         (
             "dimension product overflows",
             Box::new(|b| {
-                set_u32(b, 72, 1 << 20);
-                set_u32(b, 64, 1 << 20);
+                set_u32(b, header!(max_image_tokens), 1 << 20);
+                set_u32(b, header!(encoder_hidden), 1 << 20);
                 reseal(b)
             }),
             Error::SizeOverflow,
@@ -82,7 +116,7 @@ fn each_bad_blob_has_its_error() {
         (
             "config disagrees with table (more layers)",
             Box::new(|b| {
-                set_u32(b, 44, 3);
+                set_u32(b, header!(num_layers), 3);
                 reseal(b)
             }),
             Error::TensorCount {
@@ -93,7 +127,7 @@ fn each_bad_blob_has_its_error() {
         (
             "config disagrees with table (queries)",
             Box::new(|b| {
-                set_u32(b, 68, 5);
+                set_u32(b, header!(num_queries), 5);
                 reseal(b)
             }),
             Error::Tensor {
@@ -105,8 +139,7 @@ fn each_bad_blob_has_its_error() {
         (
             "tensor out of bounds",
             Box::new(|b| {
-                let e = HEADER_BYTES + 32 * 3; // layer 0 self-attention query weight
-                set_u32(b, e + 16, 0x7fff_fff0);
+                set_u32(b, entry!(SELF_QUERY_0, offset), 0x7fff_fff0);
                 reseal(b)
             }),
             Error::Tensor { role: Role::SelfQueryWeight, layer: 0, problem: TensorProblem::Bounds },
@@ -114,17 +147,25 @@ fn each_bad_blob_has_its_error() {
         (
             "tensor misaligned",
             Box::new(|b| {
-                let e = HEADER_BYTES + 32 * 3;
-                let off = u32::from_le_bytes(b[e + 16..e + 20].try_into().unwrap());
-                set_u32(b, e + 16, off + 4);
+                let off = entry_of(b, SELF_QUERY_0).offset;
+                set_u32(b, entry!(SELF_QUERY_0, offset), off + 4);
                 reseal(b)
             }),
             Error::Tensor { role: Role::SelfQueryWeight, layer: 0, problem: TensorProblem::Bounds },
         ),
         (
+            "tensors overlap (a re-sealed table pointing two tensors at the same bytes)",
+            Box::new(|b| {
+                let prev = entry_of(b, SELF_QUERY_0 - 1).offset;
+                set_u32(b, entry!(SELF_QUERY_0, offset), prev);
+                reseal(b)
+            }),
+            Error::Tensor { role: Role::SelfQueryWeight, layer: 0, problem: TensorProblem::Overlap },
+        ),
+        (
             "tensors swapped",
             Box::new(|b| {
-                let (x, y) = (HEADER_BYTES + 32 * 3, HEADER_BYTES + 32 * 5);
+                let (x, y) = (entry!(SELF_QUERY_0, role), entry!(SELF_QUERY_0 + 2, role));
                 let ex: Vec<u8> = b[x..x + 32].to_vec();
                 b.copy_within(y..y + 32, x);
                 b[y..y + 32].copy_from_slice(&ex);
@@ -139,22 +180,69 @@ fn each_bad_blob_has_its_error() {
         (
             "unknown dtype",
             Box::new(|b| {
-                b[HEADER_BYTES + 32 * 3 + 4] = 9;
+                b[entry!(SELF_QUERY_0, dtype)] = 9;
                 reseal(b)
             }),
             Error::Tensor { role: Role::SelfQueryWeight, layer: 0, problem: TensorProblem::DType(9) },
         ),
         (
-            "wrong group",
+            "matrix dtype changed from i8 to f32 (names the dtype, not the scales fields)",
             Box::new(|b| {
-                set_u32(b, HEADER_BYTES + 32 * 3 + 28, 48);
+                b[entry!(SELF_QUERY_0, dtype)] = 0;
                 reseal(b)
             }),
-            Error::Tensor {
-                role: Role::SelfQueryWeight,
-                layer: 0,
-                problem: TensorProblem::ByteCount { expected: 32 * 48, found: 32 * 32 },
-            },
+            Error::Tensor { role: Role::SelfQueryWeight, layer: 0, problem: TensorProblem::DType(0) },
+        ),
+        (
+            "wrong group",
+            Box::new(|b| {
+                set_u32(b, entry!(SELF_QUERY_0, group), 48);
+                reseal(b)
+            }),
+            Error::Tensor { role: Role::SelfQueryWeight, layer: 0, problem: TensorProblem::Group(48) },
+        ),
+        (
+            "NaN query token",
+            Box::new(|b| {
+                set_f32(b, 0, 5, f32::NAN);
+                reseal(b)
+            }),
+            Error::Tensor { role: Role::QueryTokens, layer: 0, problem: TensorProblem::NonFinite(5) },
+        ),
+        (
+            "infinite bias",
+            Box::new(|b| {
+                set_f32(b, SELF_QUERY_0 + 1, 2, f32::NEG_INFINITY);
+                reseal(b)
+            }),
+            Error::Tensor { role: Role::SelfQueryBias, layer: 0, problem: TensorProblem::NonFinite(2) },
+        ),
+        (
+            "NaN int8 scale",
+            Box::new(|b| {
+                let at = entry_of(b, SELF_QUERY_0).scales_offset as usize + 4 * 3;
+                b[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+                reseal(b)
+            }),
+            Error::Tensor { role: Role::SelfQueryWeight, layer: 0, problem: TensorProblem::Scale(3) },
+        ),
+        (
+            "negative int8 scale",
+            Box::new(|b| {
+                let at = entry_of(b, SELF_QUERY_0).scales_offset as usize;
+                b[at..at + 4].copy_from_slice(&(-0.5f32).to_le_bytes());
+                reseal(b)
+            }),
+            Error::Tensor { role: Role::SelfQueryWeight, layer: 0, problem: TensorProblem::Scale(0) },
+        ),
+        (
+            "int8 value -128",
+            Box::new(|b| {
+                let at = entry_of(b, SELF_QUERY_0).offset as usize + 7;
+                b[at] = 0x80;
+                reseal(b)
+            }),
+            Error::Tensor { role: Role::SelfQueryWeight, layer: 0, problem: TensorProblem::Int8Range(7) },
         ),
     ];
     for (what, mutate, want) in cases {
@@ -203,44 +291,59 @@ fn bad_run_inputs_are_rejected_before_work() {
     let mut small = Arena::new(model.arena_bytes() - 1);
     let need = model.arena_bytes();
     assert_eq!(
-        model.forward(&image, 9, small.bytes_mut(), &mut out, None).unwrap_err(),
+        model.forward(&image, small.bytes_mut(), &mut out, None).unwrap_err(),
         Error::ArenaTooSmall { needed: need, available: need - 1 }
     );
     assert_eq!(
-        model.forward(&image[..dv * 10 - dv], 10, arena.bytes_mut(), &mut out, None).unwrap_err(),
+        model.forward(&vec![0.5f32; 10 * dv], arena.bytes_mut(), &mut out, None).unwrap_err(),
         Error::ImageTokens { max: 9, found: 10 }
     );
     assert_eq!(
-        model.forward(&image[..0], 0, arena.bytes_mut(), &mut out, None).unwrap_err(),
+        model.forward(&image[..0], arena.bytes_mut(), &mut out, None).unwrap_err(),
         Error::ImageTokens { max: 9, found: 0 }
     );
     assert_eq!(
-        model.forward(&image[1..], 9, arena.bytes_mut(), &mut out, None).unwrap_err(),
-        Error::BufferSize { buffer: Buffer::Image, expected: 9 * dv, found: 9 * dv - 1 }
+        model.forward(&image[1..], arena.bytes_mut(), &mut out, None).unwrap_err(),
+        Error::ImageShape { width: dv, len: 9 * dv - 1 }
     );
     assert_eq!(
-        model.forward(&image, 9, arena.bytes_mut(), &mut out[1..], None).unwrap_err(),
+        model.forward(&image, arena.bytes_mut(), &mut out[1..], None).unwrap_err(),
         Error::BufferSize { buffer: Buffer::Output, expected: n * d, found: n * d - 1 }
     );
     assert_eq!(
-        model.forward(&image, 9, arena.bytes_mut(), &mut out, Some(&mut proj[1..])).unwrap_err(),
+        model.forward(&image, arena.bytes_mut(), &mut out, Some(&mut proj[1..])).unwrap_err(),
         Error::BufferSize { buffer: Buffer::Projected, expected: n * p, found: n * p - 1 }
     );
     let mut nan = image.clone();
     nan[17] = f32::NAN;
     assert_eq!(
-        model.forward(&nan, 9, arena.bytes_mut(), &mut out, None).unwrap_err(),
+        model.forward(&nan, arena.bytes_mut(), &mut out, None).unwrap_err(),
         Error::NonFiniteInput { index: 17 }
     );
     nan[17] = f32::INFINITY;
     nan[3] = f32::NEG_INFINITY;
-    assert_eq!(
-        model.forward(&nan, 9, arena.bytes_mut(), &mut out, None).unwrap_err(),
-        Error::NonFiniteInput { index: 3 }
-    );
+    assert_eq!(model.forward(&nan, arena.bytes_mut(), &mut out, None).unwrap_err(), Error::NonFiniteInput { index: 3 });
     // A shorter image than the maximum is fine, with the projection.
-    model.forward(&image[..5 * dv], 5, arena.bytes_mut(), &mut out, Some(&mut proj)).unwrap();
+    model.forward(&image[..5 * dv], arena.bytes_mut(), &mut out, Some(&mut proj)).unwrap();
     assert!(out.iter().chain(&proj).all(|v| v.is_finite()));
+    // Finite features too large for f32 arithmetic overflow inside the f32 and fp16
+    // forwards: an error naming where, never NaN returned as a result. The int8 path divides
+    // by the scale before multiplying, so on this model it stays finite (and LayerNorm
+    // brings it back to size): then every output value must be finite.
+    for p in [Precision::F32, Precision::F16, Precision::Int8] {
+        let bytes = tiny_blob(p);
+        let b = BlobBytes::copy(&bytes);
+        let model = Model::from_blob(b.bytes()).unwrap();
+        let huge = vec![3e38f32; 9 * dv];
+        match model.forward(&huge, arena.bytes_mut(), &mut out, Some(&mut proj)) {
+            Err(Error::NonFiniteActivation { layer }) => assert!(layer >= 1 && p != Precision::Int8, "{p:?}: {layer}"),
+            Err(e) => panic!("{p:?}: unexpected error {e}"),
+            Ok(()) => {
+                assert_eq!(p, Precision::Int8, "f32 arithmetic overflows on 3e38 features");
+                assert!(out.iter().chain(&proj).all(|v| v.is_finite()), "{p:?}: non-finite output returned as Ok");
+            }
+        }
+    }
 }
 
 #[test]

@@ -140,7 +140,7 @@ pub fn exercise_model(model: &Model<'_>, seed: u64) -> Outcome {
         let mut proj = vec![0f32; n * p];
         let projected = if p > 0 { Some(&mut proj[..]) } else { None };
         if let Err(e) =
-            model.forward_with(&img, m, arena.bytes_mut(), &mut out, projected, exec, &mut |_: usize, _: &[f32]| {})
+            model.forward_with(&img, arena.bytes_mut(), &mut out, projected, exec, &mut |_: usize, _: &[f32]| {})
         {
             panic!("forward of a validated model with correct buffers failed: {e}");
         }

@@ -11,8 +11,10 @@
 //! The CRC-32 (IEEE, as zlib) in [`Header::checksum`] covers every byte of the blob except the
 //! four bytes of the checksum field itself.
 
-use crate::config::{Activation, Config};
+use crate::config::{valid_group, Activation, Config, Precision};
 use crate::error::{Error, TensorProblem};
+
+pub use crate::align::{round_up, ALIGN};
 
 /// The 8 magic bytes that start every blob.
 pub const MAGIC: [u8; 8] = *b"QFMRBLOB";
@@ -20,84 +22,41 @@ pub const MAGIC: [u8; 8] = *b"QFMRBLOB";
 /// reader rejects every version it was not built for.
 pub const FORMAT_VERSION: u32 = 1;
 /// Size of the [`Header`] in bytes.
-pub const HEADER_BYTES: usize = 128;
+pub const HEADER_BYTES: usize = core::mem::size_of::<Header>();
 /// Size of one [`TensorEntry`] in bytes.
-pub const ENTRY_BYTES: usize = 32;
-/// Alignment of every tensor's data and of the blob's start address.
-pub const ALIGN: usize = 16;
+pub const ENTRY_BYTES: usize = core::mem::size_of::<TensorEntry>();
 /// Byte offset of [`Header::checksum`] (the only bytes the checksum does not cover).
-pub const CHECKSUM_OFFSET: usize = 20;
+pub const CHECKSUM_OFFSET: usize = core::mem::offset_of!(Header, checksum);
 
-/// Storage type of one tensor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum DType {
-    /// IEEE binary32.
-    F32 = 0,
-    /// IEEE binary16 (weights only); products accumulate in f32.
-    F16 = 1,
-    /// Symmetric int8 with one f32 scale per group of `group` consecutive input channels of
-    /// each row (weights only). Code 3 is reserved for int4.
-    I8 = 2,
+code_enum! {
+    /// Storage type of one tensor.
+    pub enum DType: u8, from_u8 {
+        /// IEEE binary32.
+        F32 = 0 => "f32",
+        /// IEEE binary16 (weights only); products accumulate in f32.
+        F16 = 1 => "f16",
+        /// Symmetric int8 (values -127..=127) with one f32 scale per group of `group`
+        /// consecutive input channels of each row (weights only). Code 3 is reserved for int4.
+        I8 = 2 => "i8",
+    }
 }
 
 impl DType {
-    /// Decodes a table byte.
-    pub const fn from_u8(v: u8) -> Option<Self> {
-        match v {
-            0 => Some(Self::F32),
-            1 => Some(Self::F16),
-            2 => Some(Self::I8),
-            _ => None,
-        }
-    }
-    /// Short lower-case name (`f32`, `f16`, `i8`).
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::F32 => "f32",
-            Self::F16 => "f16",
-            Self::I8 => "i8",
-        }
-    }
-}
-
-/// Which forward path a blob runs: the storage of its matrices and the arithmetic of its
-/// attention. Chosen by `quantize --dtype`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u32)]
-pub enum Precision {
-    /// f32 weights, f32 arithmetic.
-    F32 = 0,
-    /// fp16 weights, f32 accumulation, f32 LayerNorm/softmax.
-    F16 = 1,
-    /// int8 weights with group-wise scales, dynamically quantized int8 activations, int8
-    /// attention products; LayerNorm, softmax and activation in f32.
-    Int8 = 2,
-}
-
-impl Precision {
-    /// Decodes the header field.
-    pub const fn from_u32(v: u32) -> Option<Self> {
-        match v {
-            0 => Some(Self::F32),
-            1 => Some(Self::F16),
-            2 => Some(Self::Int8),
-            _ => None,
-        }
-    }
-    /// Name as accepted by `quantize --dtype`.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::F32 => "f32",
-            Self::F16 => "fp16",
-            Self::Int8 => "int8",
+    /// The storage of every linear layer's weight matrix in a blob of `precision` (all
+    /// other tensors are f32).
+    pub const fn of_matrices(precision: Precision) -> DType {
+        match precision {
+            Precision::F32 => DType::F32,
+            Precision::F16 => DType::F16,
+            Precision::Int8 => DType::I8,
         }
     }
 }
 
 /// The fixed 128-byte blob header. Its in-memory layout is its on-disk layout on the
-/// little-endian targets this crate supports; [`Header::to_bytes`] and [`Header::parse`]
-/// are the one encoder and decoder.
+/// little-endian targets this crate supports, so the field order of this struct is the one
+/// definition of every offset: [`Header::read`] and [`Header::to_bytes`] copy it whole, and
+/// `core::mem::offset_of!(Header, field)` gives a field's offset (`docs/FORMAT.md` lists them).
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[repr(C)]
 pub struct Header {
@@ -148,20 +107,16 @@ pub struct Header {
     pub reserved: [u32; 10],
 }
 
-const _: () = assert!(core::mem::size_of::<Header>() == HEADER_BYTES);
-const _: () = assert!(core::mem::offset_of!(Header, checksum) == CHECKSUM_OFFSET);
+// The header is 8 magic bytes and 30 `u32`s: 128 bytes, no padding.
+const _: () = assert!(core::mem::size_of::<Header>() == 128);
+const _: () = assert!(core::mem::size_of::<Header>() == 8 + 4 * 30);
+const _: () = assert!(CHECKSUM_OFFSET == 20);
 
-const fn rd32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-const fn rd16(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-
-/// Rounds `v` up to a multiple of `to` (a power of two or any non-zero value).
-pub const fn round_up(v: usize, to: usize) -> usize {
-    v.div_ceil(to) * to
-}
+// SAFETY: `Header` is `repr(C)` of `[u8; 8]`, `u32`s and `[u32; 10]` with no padding (the
+// size asserts above), so every bit pattern is a valid value and zero is valid.
+unsafe impl bytemuck::Zeroable for Header {}
+// SAFETY: as above; it is also `Copy` and `'static`.
+unsafe impl bytemuck::Pod for Header {}
 
 impl Header {
     /// A header for `config` with every layout field (counts, offsets, sizes, checksum) zero;
@@ -193,10 +148,20 @@ impl Header {
         }
     }
 
+    /// The header bytes at the start of `bytes`, unchecked but for the length.
+    pub const fn read(bytes: &[u8]) -> Result<Header, Error> {
+        if bytes.len() < HEADER_BYTES {
+            return Err(Error::Truncated { needed: HEADER_BYTES, available: bytes.len() });
+        }
+        // SAFETY: `bytes` has at least `size_of::<Header>()` bytes (checked above);
+        // `read_unaligned` needs no alignment; every bit pattern is a valid `Header` (see the
+        // `Pod` impl); the target is little-endian (lib.rs), so memory order is file order.
+        Ok(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<Header>()) })
+    }
+
     /// Parses and checks the header at the start of `bytes`: length, magic, version, fixed
     /// fields and the config. It does not verify the checksum or the tensor table (that is
-    /// [`crate::Model::from_blob`]'s job). `const`, so firmware can size its arena from the
-    /// blob it embeds:
+    /// [`validate`]'s job). `const`, so firmware can size its arena from the blob it embeds:
     ///
     /// ```
     /// # use qformer_core::{Header, arena_bytes};
@@ -207,50 +172,12 @@ impl Header {
     /// };
     /// ```
     pub const fn parse(bytes: &[u8]) -> Result<Header, Error> {
-        if bytes.len() < HEADER_BYTES {
-            return Err(Error::Truncated { needed: HEADER_BYTES, available: bytes.len() });
-        }
-        let mut magic = [0u8; 8];
-        let mut i = 0;
-        while i < 8 {
-            magic[i] = bytes[i];
-            if magic[i] != MAGIC[i] {
-                return Err(Error::BadMagic);
-            }
-            i += 1;
-        }
-        let mut reserved = [0u32; 10];
-        let mut r = 0;
-        while r < reserved.len() {
-            reserved[r] = rd32(bytes, 88 + 4 * r);
-            r += 1;
-        }
-        let h = Header {
-            magic,
-            version: rd32(bytes, 8),
-            header_bytes: rd32(bytes, 12),
-            total_bytes: rd32(bytes, 16),
-            checksum: rd32(bytes, 20),
-            tensor_count: rd32(bytes, 24),
-            table_offset: rd32(bytes, 28),
-            data_offset: rd32(bytes, 32),
-            precision: rd32(bytes, 36),
-            group_size: rd32(bytes, 40),
-            num_layers: rd32(bytes, 44),
-            hidden: rd32(bytes, 48),
-            num_heads: rd32(bytes, 52),
-            intermediate: rd32(bytes, 56),
-            cross_attention_frequency: rd32(bytes, 60),
-            encoder_hidden: rd32(bytes, 64),
-            num_queries: rd32(bytes, 68),
-            max_image_tokens: rd32(bytes, 72),
-            projection_dim: rd32(bytes, 76),
-            activation: rd32(bytes, 80),
-            layer_norm_eps_bits: rd32(bytes, 84),
-            reserved,
+        let h = match Header::read(bytes) {
+            Ok(h) => h,
+            Err(e) => return Err(e),
         };
-        if h.version != FORMAT_VERSION {
-            return Err(Error::UnsupportedVersion { found: h.version, supported: FORMAT_VERSION });
+        if let Err(e) = h.check_identity() {
+            return Err(e);
         }
         if h.header_bytes != HEADER_BYTES as u32 {
             return Err(Error::BadHeader { field: "header_bytes", value: h.header_bytes });
@@ -269,17 +196,12 @@ impl Header {
             Some(p) => p,
             None => return Err(Error::BadHeader { field: "precision", value: h.precision }),
         };
-        match precision {
-            Precision::Int8 => {
-                if h.group_size == 0 || !h.group_size.is_multiple_of(16) || h.group_size > crate::config::MAX_DIM {
-                    return Err(Error::BadHeader { field: "group_size", value: h.group_size });
-                }
-            }
-            _ => {
-                if h.group_size != 0 {
-                    return Err(Error::BadHeader { field: "group_size", value: h.group_size });
-                }
-            }
+        let group_ok = match precision {
+            Precision::Int8 => valid_group(h.group_size),
+            _ => h.group_size == 0,
+        };
+        if !group_ok {
+            return Err(Error::BadHeader { field: "group_size", value: h.group_size });
         }
         let config = match h.config() {
             Ok(c) => c,
@@ -300,6 +222,21 @@ impl Header {
             return Err(Error::BadHeader { field: "total_bytes", value: h.total_bytes });
         }
         Ok(h)
+    }
+
+    /// Magic and version: whether these bytes are a blob this build reads at all.
+    const fn check_identity(&self) -> Result<(), Error> {
+        let mut i = 0;
+        while i < MAGIC.len() {
+            if self.magic[i] != MAGIC[i] {
+                return Err(Error::BadMagic);
+            }
+            i += 1;
+        }
+        if self.version != FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion { found: self.version, supported: FORMAT_VERSION });
+        }
+        Ok(())
     }
 
     /// The model config stored in the header (not yet validated).
@@ -334,48 +271,18 @@ impl Header {
     /// Exact arena size in bytes for a blob with this header; see [`crate::plan`].
     pub const fn arena_bytes(&self) -> Result<usize, Error> {
         match self.config() {
-            Ok(c) => match crate::plan::ArenaPlan::new(&c, self.precision(), self.group_size as usize) {
-                Ok(p) => Ok(p.total),
-                Err(e) => Err(e),
-            },
+            Ok(c) => crate::plan::arena_bytes(&c, self.precision(), self.group_size as usize),
             Err(e) => Err(e),
         }
     }
 
-    /// Little-endian encoding.
+    /// Little-endian encoding (the struct's bytes; see the type's docs).
     pub fn to_bytes(&self) -> [u8; HEADER_BYTES] {
-        let mut out = [0u8; HEADER_BYTES];
-        out[..8].copy_from_slice(&self.magic);
-        let words = [
-            self.version,
-            self.header_bytes,
-            self.total_bytes,
-            self.checksum,
-            self.tensor_count,
-            self.table_offset,
-            self.data_offset,
-            self.precision,
-            self.group_size,
-            self.num_layers,
-            self.hidden,
-            self.num_heads,
-            self.intermediate,
-            self.cross_attention_frequency,
-            self.encoder_hidden,
-            self.num_queries,
-            self.max_image_tokens,
-            self.projection_dim,
-            self.activation,
-            self.layer_norm_eps_bits,
-        ];
-        for (i, w) in words.iter().chain(self.reserved.iter()).enumerate() {
-            out[8 + 4 * i..12 + 4 * i].copy_from_slice(&w.to_le_bytes());
-        }
-        out
+        bytemuck::cast(*self)
     }
 }
 
-/// One 32-byte entry of the tensor table.
+/// One 32-byte entry of the tensor table. Like [`Header`], its field order is its byte layout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(C)]
 pub struct TensorEntry {
@@ -398,42 +305,35 @@ pub struct TensorEntry {
     pub bytes: u32,
     /// i8 only: offset of the `rows * stride / group` f32 scales, a multiple of [`ALIGN`].
     pub scales_offset: u32,
-    /// i8 only: group size along the columns, a non-zero multiple of 16.
+    /// i8 only: group size along the columns ([`valid_group`]).
     pub group: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<TensorEntry>() == ENTRY_BYTES);
+// Two u16, four bytes, six u32: 32 bytes, no padding.
+const _: () = assert!(core::mem::size_of::<TensorEntry>() == 32);
+const _: () = assert!(core::mem::size_of::<TensorEntry>() == 2 * 2 + 4 + 6 * 4);
+
+// SAFETY: `repr(C)` of integers and byte arrays without padding (asserts above): every bit
+// pattern is valid, zero included.
+unsafe impl bytemuck::Zeroable for TensorEntry {}
+// SAFETY: as above; `Copy` and `'static`.
+unsafe impl bytemuck::Pod for TensorEntry {}
 
 impl TensorEntry {
     /// Decodes the entry at `bytes[at..at + 32]`; `None` if out of range.
     pub fn parse(bytes: &[u8], at: usize) -> Option<TensorEntry> {
         let b = bytes.get(at..at.checked_add(ENTRY_BYTES)?)?;
-        Some(TensorEntry {
-            role: rd16(b, 0),
-            layer: rd16(b, 2),
-            dtype: b[4],
-            reserved: [b[5], b[6], b[7]],
-            rows: rd32(b, 8),
-            cols: rd32(b, 12),
-            offset: rd32(b, 16),
-            bytes: rd32(b, 20),
-            scales_offset: rd32(b, 24),
-            group: rd32(b, 28),
-        })
+        Some(bytemuck::pod_read_unaligned(b))
     }
 
-    /// Little-endian encoding.
+    /// The entry of table index `index` in `blob`; `None` past the end of `blob`.
+    pub fn at_index(blob: &[u8], index: u32) -> Option<TensorEntry> {
+        TensorEntry::parse(blob, HEADER_BYTES.checked_add((index as usize).checked_mul(ENTRY_BYTES)?)?)
+    }
+
+    /// Little-endian encoding (the struct's bytes).
     pub fn to_bytes(&self) -> [u8; ENTRY_BYTES] {
-        let mut o = [0u8; ENTRY_BYTES];
-        o[0..2].copy_from_slice(&self.role.to_le_bytes());
-        o[2..4].copy_from_slice(&self.layer.to_le_bytes());
-        o[4] = self.dtype;
-        o[5..8].copy_from_slice(&self.reserved);
-        for (i, w) in [self.rows, self.cols, self.offset, self.bytes, self.scales_offset, self.group].iter().enumerate()
-        {
-            o[8 + 4 * i..12 + 4 * i].copy_from_slice(&w.to_le_bytes());
-        }
-        o
+        bytemuck::cast(*self)
     }
 
     /// i8 row stride: `cols` rounded up to the group size.
@@ -446,42 +346,43 @@ impl TensorEntry {
     }
 }
 
-/// What a tensor is. The codes are part of the format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u16)]
-#[allow(missing_docs)] // the names say it; `write_name` gives the Hugging Face key
-pub enum Role {
-    QueryTokens = 0,
-    InputNormWeight = 1,
-    InputNormBias = 2,
-    SelfQueryWeight = 10,
-    SelfQueryBias = 11,
-    SelfKeyWeight = 12,
-    SelfKeyBias = 13,
-    SelfValueWeight = 14,
-    SelfValueBias = 15,
-    SelfOutWeight = 16,
-    SelfOutBias = 17,
-    SelfNormWeight = 18,
-    SelfNormBias = 19,
-    CrossQueryWeight = 20,
-    CrossQueryBias = 21,
-    CrossKeyWeight = 22,
-    CrossKeyBias = 23,
-    CrossValueWeight = 24,
-    CrossValueBias = 25,
-    CrossOutWeight = 26,
-    CrossOutBias = 27,
-    CrossNormWeight = 28,
-    CrossNormBias = 29,
-    FfnUpWeight = 30,
-    FfnUpBias = 31,
-    FfnDownWeight = 32,
-    FfnDownBias = 33,
-    FfnNormWeight = 34,
-    FfnNormBias = 35,
-    ProjWeight = 40,
-    ProjBias = 41,
+code_enum! {
+    /// What a tensor is. The codes are part of the format; [`Role::name`] is a short name,
+    /// [`Role::write_name`] the Hugging Face checkpoint key.
+    #[allow(missing_docs)] // the names say it
+    pub enum Role: u16, from_u16 {
+        QueryTokens = 0 => "query_tokens",
+        InputNormWeight = 1 => "input_norm.weight",
+        InputNormBias = 2 => "input_norm.bias",
+        SelfQueryWeight = 10 => "self.query.weight",
+        SelfQueryBias = 11 => "self.query.bias",
+        SelfKeyWeight = 12 => "self.key.weight",
+        SelfKeyBias = 13 => "self.key.bias",
+        SelfValueWeight = 14 => "self.value.weight",
+        SelfValueBias = 15 => "self.value.bias",
+        SelfOutWeight = 16 => "self.out.weight",
+        SelfOutBias = 17 => "self.out.bias",
+        SelfNormWeight = 18 => "self.norm.weight",
+        SelfNormBias = 19 => "self.norm.bias",
+        CrossQueryWeight = 20 => "cross.query.weight",
+        CrossQueryBias = 21 => "cross.query.bias",
+        CrossKeyWeight = 22 => "cross.key.weight",
+        CrossKeyBias = 23 => "cross.key.bias",
+        CrossValueWeight = 24 => "cross.value.weight",
+        CrossValueBias = 25 => "cross.value.bias",
+        CrossOutWeight = 26 => "cross.out.weight",
+        CrossOutBias = 27 => "cross.out.bias",
+        CrossNormWeight = 28 => "cross.norm.weight",
+        CrossNormBias = 29 => "cross.norm.bias",
+        FfnUpWeight = 30 => "ffn.up.weight",
+        FfnUpBias = 31 => "ffn.up.bias",
+        FfnDownWeight = 32 => "ffn.down.weight",
+        FfnDownBias = 33 => "ffn.down.bias",
+        FfnNormWeight = 34 => "ffn.norm.weight",
+        FfnNormBias = 35 => "ffn.norm.bias",
+        ProjWeight = 40 => "proj.weight",
+        ProjBias = 41 => "proj.bias",
+    }
 }
 
 const GLOBAL_ROLES: [Role; 3] = [Role::QueryTokens, Role::InputNormWeight, Role::InputNormBias];
@@ -523,23 +424,6 @@ pub const FFN_ROLES: [Role; 6] = [
 const PROJ_ROLES: [Role; 2] = [Role::ProjWeight, Role::ProjBias];
 
 impl Role {
-    /// Decodes a table code.
-    pub const fn from_u16(v: u16) -> Option<Role> {
-        let all = [GLOBAL_ROLES.as_slice(), &SELF_ROLES, &CROSS_ROLES, &FFN_ROLES, &PROJ_ROLES];
-        let mut i = 0;
-        while i < all.len() {
-            let mut j = 0;
-            while j < all[i].len() {
-                if all[i][j] as u16 == v {
-                    return Some(all[i][j]);
-                }
-                j += 1;
-            }
-            i += 1;
-        }
-        None
-    }
-
     /// Whether the tensor lives inside a layer.
     pub const fn in_layer(self) -> bool {
         !matches!(
@@ -724,50 +608,153 @@ pub fn checksum(blob: &[u8]) -> u32 {
     h.finalize()
 }
 
-/// Checks one table entry against the canonical layout and the blob's bounds.
-pub(crate) fn check_entry(c: &Config, header: &Header, index: u32, e: &TensorEntry) -> Result<(), Error> {
-    let (role, layer) =
-        slot(c, index).ok_or(Error::TensorCount { expected: tensor_count(c), found: header.tensor_count })?;
-    let fail = |problem| Err(Error::Tensor { role, layer, problem });
-    if e.role != role as u16 || e.layer != layer {
-        return fail(TensorProblem::Unexpected { role: e.role, layer: e.layer });
+/// Validates a whole blob: everything a forward relies on. Checks, in this order:
+///
+/// 1. identity: length >= header, magic, version (so a blob of another version is named as
+///    such before anything else is read);
+/// 2. integrity: declared size against the bytes given, then the CRC-32;
+/// 3. the header's fixed fields and config ([`Header::parse`]);
+/// 4. the blob's start address (16-byte aligned);
+/// 5. every table entry: role and layer at its index, reserved bytes, shape, dtype (the
+///    precision's for matrices, f32 otherwise), group (the header's), byte count, bounds
+///    and alignment, and that the tensors are laid out in table order without overlapping;
+/// 6. contents: f32 and f16 values finite, int8 values in -127..=127 (what every int8
+///    kernel assumes), int8 scales finite and not negative. A CRC proves the bytes are the
+///    ones written, not that they make sense (a blob can be edited and re-sealed).
+///
+/// Reads nothing out of bounds and never panics, whatever the bytes. Returns the header.
+pub fn validate(blob: &[u8]) -> Result<Header, Error> {
+    let raw = Header::read(blob)?;
+    raw.check_identity()?;
+    let declared = raw.total_bytes as usize;
+    if declared > blob.len() {
+        return Err(Error::Truncated { needed: declared, available: blob.len() });
     }
-    if e.reserved != [0; 3] {
-        return fail(TensorProblem::Reserved);
+    if declared < blob.len() {
+        return Err(Error::TrailingBytes { declared, available: blob.len() });
+    }
+    let computed = checksum(blob);
+    if computed != raw.checksum {
+        return Err(Error::ChecksumMismatch { stored: raw.checksum, computed });
+    }
+    let header = Header::parse(blob)?;
+    let config = header.config()?;
+    if !(blob.as_ptr() as usize).is_multiple_of(ALIGN) {
+        return Err(Error::Misaligned { buffer: crate::error::Buffer::Blob, align: ALIGN });
+    }
+    let mut end_of_previous = header.data_offset as usize;
+    for index in 0..header.tensor_count {
+        let e = TensorEntry::at_index(blob, index).ok_or(Error::Truncated {
+            needed: HEADER_BYTES + (index as usize + 1) * ENTRY_BYTES,
+            available: blob.len(),
+        })?;
+        let (role, layer) =
+            slot(&config, index).ok_or(Error::TensorCount { expected: tensor_count(&config), found: index })?;
+        let fail = |problem| Err(Error::Tensor { role, layer, problem });
+        let t = match check_entry(&config, &header, role, layer, &e, end_of_previous) {
+            Ok(t) => t,
+            Err(problem) => return fail(problem),
+        };
+        if let Err(problem) = check_contents(blob, &e, t.dtype) {
+            return fail(problem);
+        }
+        end_of_previous = t.end;
+    }
+    Ok(header)
+}
+
+/// What [`check_entry`] learned about a valid entry.
+struct Checked {
+    dtype: DType,
+    /// End of the entry's data (and scales, for i8).
+    end: usize,
+}
+
+/// One table entry against the canonical layout, the header and the blob's bounds.
+/// `after` is where the previous tensor's bytes end.
+fn check_entry(
+    c: &Config,
+    header: &Header,
+    role: Role,
+    layer: u16,
+    e: &TensorEntry,
+    after: usize,
+) -> Result<Checked, TensorProblem> {
+    if e.role != role as u16 || e.layer != layer {
+        return Err(TensorProblem::Unexpected { role: e.role, layer: e.layer });
     }
     let expected = role.shape(c);
     if [e.rows, e.cols] != expected {
-        return fail(TensorProblem::Shape { expected, found: [e.rows, e.cols] });
+        return Err(TensorProblem::Shape { expected, found: [e.rows, e.cols] });
     }
+    let allowed = if role.is_matrix() { DType::of_matrices(header.precision()) } else { DType::F32 };
     let dtype = match DType::from_u8(e.dtype) {
-        Some(d) if d == DType::F32 || role.is_matrix() => d,
-        _ => return fail(TensorProblem::DType(e.dtype)),
+        Some(d) if d == allowed => d,
+        _ => return Err(TensorProblem::DType(e.dtype)),
     };
+    if e.reserved != [0; 3] {
+        return Err(TensorProblem::Reserved);
+    }
     if dtype == DType::I8 {
-        if e.group == 0 || !e.group.is_multiple_of(16) || e.group > crate::config::MAX_DIM {
-            return fail(TensorProblem::Group(e.group));
+        if !valid_group(e.group) || e.group != header.group_size {
+            return Err(TensorProblem::Group(e.group));
         }
     } else if e.group != 0 || e.scales_offset != 0 {
-        return fail(TensorProblem::Reserved);
+        return Err(TensorProblem::Reserved);
     }
-    let want = data_bytes(expected, dtype, e.group).ok_or(Error::SizeOverflow)?;
+    let want = data_bytes(expected, dtype, e.group).ok_or(TensorProblem::Bounds)?;
     if e.bytes as usize != want {
-        return fail(TensorProblem::ByteCount { expected: want as u32, found: e.bytes });
+        return Err(TensorProblem::ByteCount { expected: want as u32, found: e.bytes });
     }
-    let in_data = |offset: u32, len: usize| {
+    // Every range starts aligned, after what came before it, and ends inside the blob.
+    let place = |offset: u32, len: usize, after: usize| -> Result<usize, TensorProblem> {
         let start = offset as usize;
-        start.is_multiple_of(ALIGN)
-            && start >= header.data_offset as usize
-            && start.checked_add(len).is_some_and(|end| end <= header.total_bytes as usize)
+        let end = start.checked_add(len).ok_or(TensorProblem::Bounds)?;
+        if !start.is_multiple_of(ALIGN) || start < header.data_offset as usize || end > header.total_bytes as usize {
+            return Err(TensorProblem::Bounds);
+        }
+        if start < after {
+            return Err(TensorProblem::Overlap);
+        }
+        Ok(end)
     };
-    if !in_data(e.offset, want) {
-        return fail(TensorProblem::Bounds);
-    }
+    let mut end = place(e.offset, want, after)?;
     if dtype == DType::I8 {
-        let sb = scale_bytes(expected, e.group).ok_or(Error::SizeOverflow)?;
-        if !in_data(e.scales_offset, sb) {
-            return fail(TensorProblem::Bounds);
+        let sb = scale_bytes(expected, e.group).ok_or(TensorProblem::Bounds)?;
+        end = place(e.scales_offset, sb, end)?;
+    }
+    Ok(Checked { dtype, end })
+}
+
+/// The values of an entry whose ranges [`check_entry`] accepted.
+fn check_contents(blob: &[u8], e: &TensorEntry, dtype: DType) -> Result<(), TensorProblem> {
+    let data = &blob[e.offset as usize..e.offset as usize + e.bytes as usize];
+    let first = |bad: Option<usize>, problem: fn(u32) -> TensorProblem| match bad {
+        Some(i) => Err(problem(i as u32)),
+        None => Ok(()),
+    };
+    match dtype {
+        DType::F32 => first(
+            data.chunks_exact(4).position(|b| !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite()),
+            TensorProblem::NonFinite,
+        ),
+        // An f16 is NaN or infinite when its five exponent bits are all set.
+        DType::F16 => first(
+            data.chunks_exact(2).position(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7c00 == 0x7c00),
+            TensorProblem::NonFinite,
+        ),
+        DType::I8 => {
+            first(data.iter().position(|&b| b == 0x80), TensorProblem::Int8Range)?;
+            let sb = scale_bytes([e.rows, e.cols], e.group).unwrap_or(0);
+            let scales = &blob[e.scales_offset as usize..e.scales_offset as usize + sb];
+            first(
+                scales.chunks_exact(4).position(|b| {
+                    let s = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    // `!(s >= 0)` is also true for NaN.
+                    !(s >= 0.0 && s.is_finite())
+                }),
+                TensorProblem::Scale,
+            )
         }
     }
-    Ok(())
 }

@@ -2,37 +2,37 @@
 
 use crate::error::Error;
 
-/// Feed-forward activation of the Q-Former (`hidden_act` in the Hugging Face config).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u32)]
-pub enum Activation {
-    /// Exact GELU, `0.5 x (1 + erf(x / sqrt 2))` (`gelu`, BLIP-2's default).
-    Gelu = 0,
-    /// Tanh approximation of GELU (`gelu_pytorch_tanh`, `gelu_new`).
-    GeluTanh = 1,
-    /// `max(x, 0)`.
-    Relu = 2,
+code_enum! {
+    /// Feed-forward activation of the Q-Former (`hidden_act` in the Hugging Face config).
+    /// [`Activation::name`] is the Hugging Face name.
+    pub enum Activation: u32, from_u32 {
+        /// Exact GELU, `0.5 x (1 + erf(x / sqrt 2))` (`gelu`, BLIP-2's default).
+        Gelu = 0 => "gelu",
+        /// Tanh approximation of GELU (`gelu_pytorch_tanh`, `gelu_new`).
+        GeluTanh = 1 => "gelu_pytorch_tanh",
+        /// `max(x, 0)`.
+        Relu = 2 => "relu",
+    }
 }
 
-impl Activation {
-    /// Decodes the header field.
-    pub const fn from_u32(v: u32) -> Option<Self> {
-        match v {
-            0 => Some(Self::Gelu),
-            1 => Some(Self::GeluTanh),
-            2 => Some(Self::Relu),
-            _ => None,
-        }
+code_enum! {
+    /// Which forward path a blob runs: the storage of its matrices and the arithmetic of its
+    /// attention. Chosen by `quantize --dtype`; [`Precision::name`] is the `--dtype` name.
+    pub enum Precision: u32, from_u32 {
+        /// f32 weights, f32 arithmetic.
+        F32 = 0 => "f32",
+        /// fp16 weights, f32 accumulation, f32 LayerNorm/softmax.
+        F16 = 1 => "fp16",
+        /// int8 weights with group-wise scales, dynamically quantized int8 activations, int8
+        /// attention products; LayerNorm, softmax and activation in f32.
+        Int8 = 2 => "int8",
     }
+}
 
-    /// The Hugging Face `hidden_act` name.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Gelu => "gelu",
-            Self::GeluTanh => "gelu_pytorch_tanh",
-            Self::Relu => "relu",
-        }
-    }
+/// The int8 group-size rule, the one definition the reader, the arena plan and the writer
+/// share: a non-zero multiple of 16 (the kernels' tile of bytes) no larger than [`MAX_DIM`].
+pub const fn valid_group(group: u32) -> bool {
+    group != 0 && group.is_multiple_of(16) && group <= MAX_DIM
 }
 
 /// Q-Former hyper-parameters (see `shared/notes/qformer.md` for their meaning).

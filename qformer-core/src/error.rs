@@ -65,6 +65,15 @@ pub enum TensorProblem {
     Group(u32),
     /// Reserved bytes are not zero.
     Reserved,
+    /// The data (or scales) start before the previous tensor's end: tensors are laid out in
+    /// table order without overlapping.
+    Overlap,
+    /// An f32 or f16 value is NaN or infinite (flat index of the first).
+    NonFinite(u32),
+    /// An int8 value is -128 (flat index of the first); the format's int8 is -127..=127.
+    Int8Range(u32),
+    /// An int8 scale is negative, NaN or infinite (index of the first).
+    Scale(u32),
 }
 
 /// Everything that can go wrong in the core.
@@ -122,7 +131,8 @@ pub enum Error {
     InvalidConfig {
         /// The field.
         field: &'static str,
-        /// Its value (an `f32` field is shown by its bits).
+        /// Its value (an `f32` field, i.e. `layer_norm_eps`, holds its bits; `Display` shows
+        /// the number).
         value: u32,
     },
     /// A size derived from the config does not fit in memory addresses.
@@ -173,6 +183,20 @@ pub enum Error {
     },
     /// The model has no language projection but a projection output was requested.
     NoProjection,
+    /// The image features' length is not a whole number of tokens of `d_v` values.
+    ImageShape {
+        /// d_v, values per token.
+        width: usize,
+        /// Values given.
+        len: usize,
+    },
+    /// The hidden state became NaN or infinite (the inputs are too large for f32 arithmetic,
+    /// e.g. features near `f32::MAX`); the outputs are not valid.
+    NonFiniteActivation {
+        /// Layer after which it happened (1-based, as [`crate::LayerObserver`] counts; 0 is
+        /// the input LayerNorm, `num_layers + 1` the language projection).
+        layer: usize,
+    },
 }
 
 impl fmt::Display for Error {
@@ -201,6 +225,11 @@ impl fmt::Display for Error {
             Error::Misaligned { buffer, align } => {
                 write!(f, "{} must start at a {align}-byte aligned address", buffer.name())
             }
+            Error::InvalidConfig { field: "layer_norm_eps", value } => write!(
+                f,
+                "invalid model config: `layer_norm_eps` = {:e} (must be in (0, 1))",
+                f32::from_bits(value)
+            ),
             Error::InvalidConfig { field, value } => {
                 write!(f, "invalid model config: `{field}` = {value}")
             }
@@ -240,9 +269,15 @@ impl fmt::Display for Error {
                     ),
                     TensorProblem::Group(g) => write!(
                         f,
-                        "int8 group size {g} is invalid (must be a non-zero multiple of 16, equal for all cross-attention key/value weights)"
+                        "int8 group size {g} is invalid (must be a non-zero multiple of 16 and equal to the header's group_size)"
                     ),
                     TensorProblem::Reserved => f.write_str("reserved bytes are not zero"),
+                    TensorProblem::Overlap => f.write_str(
+                        "data overlaps the previous tensor's (tensors must be laid out in table order)",
+                    ),
+                    TensorProblem::NonFinite(i) => write!(f, "value {i} is NaN or infinite"),
+                    TensorProblem::Int8Range(i) => write!(f, "int8 value {i} is -128 (the format's int8 is -127..=127)"),
+                    TensorProblem::Scale(i) => write!(f, "int8 scale {i} is negative, NaN or infinite"),
                 }
             }
             Error::ArenaTooSmall { needed, available } => write!(
@@ -263,6 +298,14 @@ impl fmt::Display for Error {
                 "image features contain NaN or infinity (first at flat index {index})"
             ),
             Error::NoProjection => f.write_str("the model has no language projection"),
+            Error::ImageShape { width, len } => write!(
+                f,
+                "image features have {len} values, not a whole number of tokens of d_v = {width}"
+            ),
+            Error::NonFiniteActivation { layer } => write!(
+                f,
+                "the hidden state became NaN or infinite at step {layer} of the forward (input LayerNorm = 0, layers 1.., projection last): the inputs are too large for f32 arithmetic"
+            ),
         }
     }
 }

@@ -10,11 +10,11 @@
 //!
 //! ```no_run
 //! use qformer_core::{Model, AlignedArena};
-//! # fn demo(blob: &[u8], image: &[f32], m: usize) -> Result<(), qformer_core::Error> {
+//! # fn demo(blob: &[u8], image: &[f32]) -> Result<(), qformer_core::Error> {
 //! let model = Model::from_blob(blob)?;
 //! let mut arena = vec_arena(model.arena_bytes());
 //! let mut out = [0f32; 32 * 768];
-//! model.forward(image, m, &mut arena, &mut out, None)?;
+//! model.forward(image, &mut arena, &mut out, None)?;
 //! # Ok(()) }
 //! # fn vec_arena(_: usize) -> &'static mut [u8] { unimplemented!() }
 //! ```
@@ -24,20 +24,59 @@
 #[cfg(test)]
 extern crate std;
 
+/// Defines a `#[repr]` enum whose discriminants are stored codes of the blob format, with
+/// its decoder, its short name per variant and the list of all variants, from one table.
+macro_rules! code_enum {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident: $repr:ident, $from:ident {
+            $( $(#[$vmeta:meta])* $variant:ident = $code:literal => $text:literal, )+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[repr($repr)]
+        $vis enum $name {
+            $( $(#[$vmeta])* $variant = $code, )+
+        }
+
+        impl $name {
+            /// Every variant, in code order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// Decodes a stored code; `None` for a code this version does not define.
+            pub const fn $from(v: $repr) -> Option<Self> {
+                match v {
+                    $( $code => Some(Self::$variant), )+
+                    _ => None,
+                }
+            }
+
+            /// Short name.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $( Self::$variant => $text, )+
+                }
+            }
+        }
+    };
+}
+
 #[cfg(target_endian = "big")]
 compile_error!("qformer-core reads little-endian blobs in place and supports little-endian targets only");
 
+mod align;
 pub mod blob;
 pub mod config;
 pub mod error;
+pub mod image;
 pub mod kernels;
 pub mod model;
 pub mod parallel;
 pub mod plan;
 
-pub use blob::Precision;
 pub use blob::{DType, Header, Role, TensorEntry};
-pub use config::{Activation, Config};
+pub use config::{valid_group, Activation, Config, Precision};
 pub use error::Error;
 pub use model::{LayerObserver, Model};
 pub use parallel::{Executor, Sequential};

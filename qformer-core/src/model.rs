@@ -2,22 +2,16 @@
 
 use half::f16;
 
-use crate::blob::{self, DType, Header, Precision, Role, TensorEntry, ALIGN, HEADER_BYTES, MAGIC};
-use crate::config::Config;
+use crate::blob::{self, DType, Header, Role, TensorEntry, ALIGN};
+use crate::config::{Config, Precision};
 use crate::error::{Buffer, Error, TensorProblem};
+use crate::image::{ImageScratch, QImage};
 use crate::kernels::gemm::Shape;
 use crate::kernels::norm;
 use crate::kernels::quant::{self, Strided};
 use crate::kernels::{Kernels, QRows};
 use crate::parallel::{rows_per_chunk, Executor, Sequential};
-use crate::plan::{ArenaPlan, QSpan, Span, MAX_IMAGE_OUTLIERS};
-
-/// int8 path: an image-feature channel whose largest magnitude over the image's tokens
-/// exceeds this many times the mean of all channels' largest magnitudes is an outlier. Up
-/// to [`MAX_IMAGE_OUTLIERS`] of them (the largest) are kept out of the int8 values and
-/// multiplied in f32 (mixed-precision decomposition, as LLM.int8()), so that a few channels
-/// 30x larger than the rest do not crush the int8 resolution of the others.
-pub const OUTLIER_RATIO: f32 = 6.0;
+use crate::plan::{ArenaPlan, QBuf};
 
 /// Receives the hidden state after the input LayerNorm (`index` 0) and after each layer
 /// (`index` = layer + 1), as `[N, d]` — the same indexing as Hugging Face's
@@ -78,16 +72,7 @@ impl Linear<'_> {
             match (self.w, input) {
                 (Weights::F32(w), Input::F32(a)) => kernels.f.run_f32(&a[r0 * self.k..], w, Some(self.b), block, s),
                 (Weights::F16(w), Input::F32(a)) => kernels.f.run_f16(&a[r0 * self.k..], w, Some(self.b), block, s),
-                (Weights::I8(w), Input::Q(a)) => {
-                    let groups = a.stride / a.group;
-                    let a = QRows {
-                        values: &a.values[r0 * a.stride..],
-                        scales: &a.scales[r0 * groups..],
-                        stride: a.stride,
-                        group: a.group,
-                    };
-                    kernels.q8.run(&a, &w, Some(self.b), block, s)
-                }
+                (Weights::I8(w), Input::Q(a)) => kernels.q8.run(&a.rows(r0..r0 + m), &w, Some(self.b), block, s),
                 // The model validates at load that every matrix has its precision's dtype,
                 // and the forward quantizes exactly the inputs of int8 layers.
                 _ => debug_assert!(false, "weight dtype and input form disagree"),
@@ -99,107 +84,38 @@ impl Linear<'_> {
             exec.for_each_chunk(out, chunk * ldo, &task);
         }
     }
-}
 
-/// The image features as the cross-attention key/value projections read them.
-#[derive(Clone, Copy)]
-struct Image<'s> {
-    input: Input<'s>,
-    tokens: usize,
-    /// int8: channels zeroed in the int8 values, ascending.
-    outliers: &'s [u32],
-    /// int8: their f32 values, `[tokens, outliers.len()]`.
-    outlier_values: &'s [f32],
-}
-
-impl Linear<'_> {
-    /// Adds the image's outlier channels' contribution (int8 weights dequantized, f32
-    /// products) to `out`, in a fixed order so every target gets the same bits.
-    fn add_outlier_columns(&self, image: &Image<'_>, out: &mut [f32], ldo: usize) {
-        let Weights::I8(w) = self.w else { return };
-        let groups = w.stride / w.group;
-        let count = image.outliers.len();
-        for (i, &c) in image.outliers.iter().enumerate() {
-            let c = c as usize;
-            for j in 0..self.n {
-                let wjc = w.values[j * w.stride + c] as f32 * w.scales[j * groups + c / w.group];
-                for t in 0..image.tokens {
-                    out[t * ldo + j] += image.outlier_values[t * count + i] * wjc;
-                }
-            }
+    /// The int8 weights, if these are.
+    fn int8(&self) -> Option<&QRows<'_>> {
+        match &self.w {
+            Weights::I8(w) => Some(w),
+            _ => None,
         }
     }
 }
 
-/// The outlier channels of `image` (`[m, dv]`): over [`OUTLIER_RATIO`] times the mean
-/// channel maximum, at most [`MAX_IMAGE_OUTLIERS`] (the largest), ascending. `colmax` is
-/// `dv` scratch.
-fn image_outliers(image: &[f32], m: usize, dv: usize, colmax: &mut [f32]) -> heapless::Vec<u32, MAX_IMAGE_OUTLIERS> {
-    colmax.fill(0.0);
-    for row in image.chunks_exact(dv).take(m) {
-        for (c, v) in colmax.iter_mut().zip(row) {
-            *c = c.max(libm::fabsf(*v));
-        }
-    }
-    let mean = colmax.iter().sum::<f32>() / dv as f32;
-    let mut picked: heapless::Vec<u32, MAX_IMAGE_OUTLIERS> = heapless::Vec::new();
-    for (c, &v) in colmax.iter().enumerate() {
-        if v <= OUTLIER_RATIO * mean {
-            continue;
-        }
-        if picked.is_full() {
-            // Replace the smallest picked channel if this one is larger (ties: keep the
-            // lower channel index).
-            let (k, &small) = picked
-                .iter()
-                .enumerate()
-                .min_by(|a, b| colmax[*a.1 as usize].total_cmp(&colmax[*b.1 as usize]))
-                .expect("full, so not empty");
-            if v > colmax[small as usize] {
-                picked[k] = c as u32;
-            }
-        } else {
-            // Cannot fail: not full.
-            let _ = picked.push(c as u32);
-        }
-    }
-    picked.sort_unstable();
-    picked
+/// The four projections and the LayerNorm of one attention block.
+struct AttentionWeights<'a> {
+    q: Linear<'a>,
+    k: Linear<'a>,
+    v: Linear<'a>,
+    o: Linear<'a>,
+    gain: &'a [f32],
+    bias: &'a [f32],
 }
 
-/// Hands out the plan's spans of one buffer in increasing offset order as typed slices.
-struct Carve<'a> {
-    rest: &'a mut [u8],
-    at: usize,
+/// The image features as the forward's precision reads them: as given (f32, fp16), or
+/// quantized once with their outlier channels apart (int8).
+enum Features<'s> {
+    F32(&'s [f32]),
+    Int8(QImage<'s>),
 }
 
-impl<'a> Carve<'a> {
-    fn new(buf: &'a mut [u8]) -> Self {
-        Carve { rest: buf, at: 0 }
-    }
-    fn bytes(&mut self, s: Span) -> &'a mut [u8] {
-        if s.bytes == 0 {
-            return &mut [];
-        }
-        debug_assert!(s.offset >= self.at, "spans must be carved in order");
-        let rest = core::mem::take(&mut self.rest);
-        let (_, rest) = rest.split_at_mut(s.offset - self.at);
-        let (mine, rest) = rest.split_at_mut(s.bytes);
-        self.rest = rest;
-        self.at = s.offset + s.bytes;
-        mine
-    }
-    fn f32s(&mut self, s: Span) -> Result<&'a mut [f32], Error> {
-        if s.bytes == 0 {
-            return Ok(&mut []);
-        }
-        bytemuck::try_cast_slice_mut(self.bytes(s))
-            .map_err(|_| Error::Misaligned { buffer: Buffer::Arena, align: ALIGN })
-    }
-    fn q(&mut self, s: QSpan) -> Result<(&'a mut [i8], &'a mut [f32]), Error> {
-        let v = bytemuck::cast_slice_mut(self.bytes(s.values));
-        Ok((v, self.f32s(s.scales)?))
-    }
+/// The two attention blocks of a layer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Block {
+    SelfAttention,
+    CrossAttention,
 }
 
 /// A Q-Former whose weights are read in place from a validated blob.
@@ -213,66 +129,13 @@ pub struct Model<'a> {
     kernels: Kernels,
 }
 
-/// The two attention blocks of a layer.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Block {
-    SelfAttention,
-    CrossAttention,
-}
-
 impl<'a> Model<'a> {
-    /// Validates `blob` and wraps it. Checks, in this order: length, magic, version and
-    /// declared size; the CRC-32; the header's fields and config; every tensor-table entry
-    /// (role, layer, shape, dtype, bounds, alignment, group size); the blob's start address
-    /// (16-byte aligned). Reads nothing out of bounds and never panics, whatever the bytes.
+    /// Validates `blob` ([`blob::validate`]: identity, integrity, header, table, contents)
+    /// and wraps it. Reads nothing out of bounds and never panics, whatever the bytes.
     pub fn from_blob(blob: &'a [u8]) -> Result<Model<'a>, Error> {
-        if blob.len() < HEADER_BYTES {
-            return Err(Error::Truncated { needed: HEADER_BYTES, available: blob.len() });
-        }
-        if blob[..8] != MAGIC {
-            return Err(Error::BadMagic);
-        }
-        let word = |at: usize| u32::from_le_bytes([blob[at], blob[at + 1], blob[at + 2], blob[at + 3]]);
-        let version = word(8);
-        if version != blob::FORMAT_VERSION {
-            return Err(Error::UnsupportedVersion { found: version, supported: blob::FORMAT_VERSION });
-        }
-        let declared = word(16) as usize;
-        if declared > blob.len() {
-            return Err(Error::Truncated { needed: declared, available: blob.len() });
-        }
-        if declared < blob.len() {
-            return Err(Error::TrailingBytes { declared, available: blob.len() });
-        }
-        let computed = blob::checksum(blob);
-        let stored = word(blob::CHECKSUM_OFFSET);
-        if computed != stored {
-            return Err(Error::ChecksumMismatch { stored, computed });
-        }
-        let header = Header::parse(blob)?;
+        let header = blob::validate(blob)?;
         let config = header.config()?;
         let precision = header.precision();
-        if !(blob.as_ptr() as usize).is_multiple_of(ALIGN) {
-            return Err(Error::Misaligned { buffer: Buffer::Blob, align: ALIGN });
-        }
-        let matrix_dtype = match precision {
-            Precision::F32 => DType::F32,
-            Precision::F16 => DType::F16,
-            Precision::Int8 => DType::I8,
-        };
-        for index in 0..header.tensor_count {
-            let at = HEADER_BYTES + index as usize * blob::ENTRY_BYTES;
-            let e = TensorEntry::parse(blob, at)
-                .ok_or(Error::Truncated { needed: at + blob::ENTRY_BYTES, available: blob.len() })?;
-            blob::check_entry(&config, &header, index, &e)?;
-            let role = Role::from_u16(e.role).ok_or(Error::BadHeader { field: "role", value: e.role as u32 })?;
-            if role.is_matrix() && e.dtype != matrix_dtype as u8 {
-                return Err(Error::Tensor { role, layer: e.layer, problem: TensorProblem::DType(e.dtype) });
-            }
-            if e.dtype == DType::I8 as u8 && e.group != header.group_size {
-                return Err(Error::Tensor { role, layer: e.layer, problem: TensorProblem::Group(e.group) });
-            }
-        }
         let plan = ArenaPlan::new(&config, precision, header.group_size as usize)?;
         Ok(Model { blob, header, config, precision, plan, kernels: Kernels::COMPILED })
     }
@@ -316,8 +179,7 @@ impl<'a> Model<'a> {
 
     /// The table entry of `role` in `layer`.
     pub fn entry(&self, role: Role, layer: u16) -> Option<TensorEntry> {
-        let index = blob::index_of(&self.config, role, layer)?;
-        TensorEntry::parse(self.blob, HEADER_BYTES + index as usize * blob::ENTRY_BYTES)
+        TensorEntry::at_index(self.blob, blob::index_of(&self.config, role, layer)?)
     }
 
     fn bytes(&self, offset: u32, len: usize) -> &'a [u8] {
@@ -356,61 +218,69 @@ impl<'a> Model<'a> {
         Ok(Linear { w, b: self.f32s(bias, layer)?, n: e.rows as usize, k: e.cols as usize })
     }
 
-    /// Runs the Q-Former on one image's features `image` (`[m, d_v]`, row-major) and writes
-    /// the query outputs `[N, d]` to `out` and, if given, the language projection
-    /// `[N, d_llm]` to `projected`. `arena` must be 16-byte aligned and at least
-    /// [`Model::arena_bytes`] long. Non-finite features are rejected with
-    /// [`Error::NonFiniteInput`] before any work.
+    /// The four projections and the LayerNorm of layer `l`'s `block`.
+    fn attention_weights(&self, block: Block, l: u32) -> Result<AttentionWeights<'a>, Error> {
+        let r = if block == Block::SelfAttention { &blob::SELF_ROLES } else { &blob::CROSS_ROLES };
+        Ok(AttentionWeights {
+            q: self.linear(r[0], r[1], l)?,
+            k: self.linear(r[2], r[3], l)?,
+            v: self.linear(r[4], r[5], l)?,
+            o: self.linear(r[6], r[7], l)?,
+            gain: self.f32s(r[8], l)?,
+            bias: self.f32s(r[9], l)?,
+        })
+    }
+
+    /// Runs the Q-Former on one image's features `image` (`[M, d_v]`, row-major, `M` from
+    /// its length) and writes the query outputs `[N, d]` to `out` and, if given, the
+    /// language projection `[N, d_llm]` to `projected`. `arena` must be 16-byte aligned and
+    /// at least [`Model::arena_bytes`] long. Non-finite features are rejected with
+    /// [`Error::NonFiniteInput`] before any work; a hidden state that overflows to NaN or
+    /// infinity (features too large for f32) stops the forward with
+    /// [`Error::NonFiniteActivation`].
     pub fn forward(
         &self,
         image: &[f32],
-        m: usize,
         arena: &mut [u8],
         out: &mut [f32],
         projected: Option<&mut [f32]>,
     ) -> Result<(), Error> {
-        self.forward_observed(image, m, arena, out, projected, &mut |_: usize, _: &[f32]| {})
+        self.forward_observed(image, arena, out, projected, &mut |_: usize, _: &[f32]| {})
     }
 
     /// [`Model::forward`], calling `observer` with the hidden state after each layer.
     pub fn forward_observed(
         &self,
         image: &[f32],
-        m: usize,
         arena: &mut [u8],
         out: &mut [f32],
         projected: Option<&mut [f32]>,
         observer: &mut dyn LayerObserver,
     ) -> Result<(), Error> {
-        self.forward_with(image, m, arena, out, projected, &Sequential, observer)
+        self.forward_with(image, arena, out, projected, &Sequential, observer)
     }
 
-    /// [`Model::forward_observed`] with the matrix products spread over `exec`'s threads.
-    /// The output is identical for every executor.
-    #[allow(clippy::too_many_arguments)] // the forward's buffers plus two hooks
-    pub fn forward_with(
+    /// Checks the forward's buffers; returns the image's token count.
+    fn check_buffers(
         &self,
         image: &[f32],
-        m: usize,
-        arena: &mut [u8],
-        out: &mut [f32],
-        projected: Option<&mut [f32]>,
-        exec: &dyn Executor,
-        observer: &mut dyn LayerObserver,
-    ) -> Result<(), Error> {
+        arena: &[u8],
+        out: &[f32],
+        projected: Option<&[f32]>,
+    ) -> Result<usize, Error> {
         let c = &self.config;
         let (n, d, dv) = (c.num_queries as usize, c.hidden as usize, c.encoder_hidden as usize);
-        let max_m = c.max_image_tokens as usize;
+        if !image.len().is_multiple_of(dv) {
+            return Err(Error::ImageShape { width: dv, len: image.len() });
+        }
+        let (m, max_m) = (image.len() / dv, c.max_image_tokens as usize);
         if m == 0 || m > max_m {
             return Err(Error::ImageTokens { max: max_m, found: m });
-        }
-        if image.len() != m * dv {
-            return Err(Error::BufferSize { buffer: Buffer::Image, expected: m * dv, found: image.len() });
         }
         if out.len() != n * d {
             return Err(Error::BufferSize { buffer: Buffer::Output, expected: n * d, found: out.len() });
         }
-        if let Some(p) = &projected {
+        if let Some(p) = projected {
             if c.projection_dim == 0 {
                 return Err(Error::NoProjection);
             }
@@ -428,225 +298,199 @@ impl<'a> Model<'a> {
         if let Some(index) = image.iter().position(|v| !v.is_finite()) {
             return Err(Error::NonFiniteInput { index });
         }
+        Ok(m)
+    }
 
-        let (top, region) = arena[..self.plan.total].split_at_mut(self.plan.region);
-        let mut carve = Carve::new(top);
-        let x = carve.f32s(self.plan.x)?;
-        let (zv, zs) = carve.q(self.plan.image)?;
-        let zo = carve.f32s(self.plan.image_outliers)?;
-        let row = carve.f32s(self.plan.image_row)?;
+    /// [`Model::forward_observed`] with the matrix products spread over `exec`'s threads.
+    /// The output is identical for every executor.
+    pub fn forward_with(
+        &self,
+        image: &[f32],
+        arena: &mut [u8],
+        out: &mut [f32],
+        projected: Option<&mut [f32]>,
+        exec: &dyn Executor,
+        observer: &mut dyn LayerObserver,
+    ) -> Result<(), Error> {
+        let c = &self.config;
+        self.check_buffers(image, arena, out, projected.as_deref())?;
+        let whole = self.plan.carve(arena)?;
+        let (x, region) = (whole.x, whole.region);
 
         x.copy_from_slice(self.f32s(Role::QueryTokens, 0)?);
-        norm::add_layernorm(
-            x,
-            None,
-            self.f32s(Role::InputNormWeight, 0)?,
-            self.f32s(Role::InputNormBias, 0)?,
-            c.layer_norm_eps,
-        );
+        let (gain, bias) = (self.f32s(Role::InputNormWeight, 0)?, self.f32s(Role::InputNormBias, 0)?);
+        norm::add_layernorm(x, None, gain, bias, c.layer_norm_eps);
+        finite(x, 0)?;
         observer.layer(0, x);
 
-        let group = self.header.group_size as usize;
-        let outliers;
-        let image_in = match self.precision {
+        let features = match self.precision {
             Precision::Int8 => {
-                outliers = image_outliers(image, m, dv, row);
-                let count = outliers.len();
-                let stride = dv.div_ceil(group) * group;
-                for (r, src) in image.chunks_exact(dv).enumerate() {
-                    row.copy_from_slice(src);
-                    for (i, &c) in outliers.iter().enumerate() {
-                        zo[r * count + i] = row[c as usize];
-                        row[c as usize] = 0.0;
-                    }
-                    let one = Strided { data: row, rows: 1, cols: dv, row_stride: dv, col_stride: 1 };
-                    quant::quantize_rows(
-                        self.kernels.quant,
-                        one,
-                        group,
-                        &mut zv[r * stride..],
-                        &mut zs[r * stride / group..],
-                    );
-                }
-                let q = QRows { values: &zv[..m * stride], scales: &zs[..m * stride / group], stride, group };
-                Image { input: Input::Q(q), tokens: m, outliers: &outliers, outlier_values: &zo[..m * count] }
+                let scratch = ImageScratch {
+                    values: whole.image.values,
+                    scales: whole.image.scales,
+                    outliers: whole.image_outliers,
+                    row: whole.image_row,
+                };
+                let dv = c.encoder_hidden as usize;
+                Features::Int8(QImage::quantize(self.kernels.quant, image, dv, self.group(), scratch))
             }
-            _ => Image { input: Input::F32(image), tokens: m, outliers: &[], outlier_values: &[] },
+            Precision::F32 | Precision::F16 => Features::F32(image),
         };
 
         for l in 0..c.num_layers {
-            self.attention(exec, Block::SelfAttention, l, x, None, region)?;
+            self.attention(exec, Block::SelfAttention, l, x, &features, region)?;
             if c.has_cross(l) {
-                self.attention(exec, Block::CrossAttention, l, x, Some(image_in), region)?;
+                self.attention(exec, Block::CrossAttention, l, x, &features, region)?;
             }
             self.feed_forward(exec, l, x, region)?;
+            finite(x, l as usize + 1)?;
             observer.layer(l as usize + 1, x);
         }
-        out.copy_from_slice(x);
         if let Some(p) = projected {
             let proj = self.linear(Role::ProjWeight, Role::ProjBias, 0)?;
-            let mut carve = Carve::new(region);
-            let (xv, xs) = carve.q(self.plan.ffn.xq)?;
-            let input = self.prepare(x, n, d, xv, xs);
+            let mut b = self.plan.ffn.carve(region)?;
+            let n = c.num_queries as usize;
+            let input = self.prepare(x, n, c.hidden as usize, &mut b.xq);
             proj.apply(&self.kernels, exec, input, n, p, proj.n);
+            finite(p, c.num_layers as usize + 1)?;
         }
+        out.copy_from_slice(x);
         Ok(())
     }
 
-    /// The input of a linear layer: `x` itself, or `x` quantized into `(qv, qs)` for int8.
-    fn prepare<'s>(&self, x: &'s [f32], rows: usize, cols: usize, qv: &'s mut [i8], qs: &'s mut [f32]) -> Input<'s> {
+    /// The int8 group size of activations.
+    fn group(&self) -> usize {
+        self.header.group_size as usize
+    }
+
+    /// Quantizes `src` into `buf` from row `row0` on, with the model's quantizer.
+    fn quantize<'s>(&self, src: Strided<'_>, buf: &'s mut QBuf<'_>, row0: usize) -> QRows<'s> {
+        let group = self.group();
+        let (values, scales) = buf.rows_from(row0, src.cols);
+        quant::quantize_rows(self.kernels.quant, src, group, values, scales)
+    }
+
+    /// The input of a linear layer: `x` (`[rows, cols]`) itself, or `x` quantized into
+    /// `buf` for int8.
+    fn prepare<'s>(&self, x: &'s [f32], rows: usize, cols: usize, buf: &'s mut QBuf<'_>) -> Input<'s> {
         match self.precision {
-            Precision::Int8 => {
-                let src = Strided { data: x, rows, cols, row_stride: cols, col_stride: 1 };
-                Input::Q(quant::quantize_rows(self.kernels.quant, src, self.header.group_size as usize, qv, qs))
-            }
-            _ => Input::F32(x),
+            Precision::Int8 => Input::Q(self.quantize(rows_of(x, rows, cols), buf, 0)),
+            Precision::F32 | Precision::F16 => Input::F32(x),
         }
     }
 
-    /// `x = LayerNorm(x + Attention(x, kv) W_o + b_o)`; `kv = None` is self-attention.
+    /// `x = LayerNorm(x + Attention(x, kv) W_o + b_o)`, where the keys and values come from
+    /// `x` (self-attention) or from the image `features` (cross-attention).
     fn attention(
         &self,
         exec: &dyn Executor,
         block: Block,
         l: u32,
         x: &mut [f32],
-        kv: Option<Image<'_>>,
+        features: &Features<'_>,
         region: &mut [u8],
     ) -> Result<(), Error> {
+        let w = self.attention_weights(block, l)?;
+        let cross = block == Block::CrossAttention;
+        let projected = match features {
+            Features::Int8(image) => self.attention_int8(exec, &w, x, cross.then_some(image), region)?,
+            Features::F32(image) => self.attention_float(exec, &w, x, cross.then_some(*image), region)?,
+        };
+        norm::add_layernorm(x, Some(projected), w.gain, w.bias, self.config.layer_norm_eps);
+        Ok(())
+    }
+
+    /// The int8 attention: projections on int8 inputs, per head int8 `q kᵀ`, f32 softmax,
+    /// int8 `p v`; keys and values of all heads are quantized once. Returns the output
+    /// projection `[N, d]`.
+    fn attention_int8<'r>(
+        &self,
+        exec: &dyn Executor,
+        w: &AttentionWeights<'_>,
+        x: &[f32],
+        image: Option<&QImage<'_>>,
+        region: &'r mut [u8],
+    ) -> Result<&'r [f32], Error> {
         let c = &self.config;
-        let (n, d) = (c.num_queries as usize, c.hidden as usize);
-        let heads = c.num_heads as usize;
-        let dh = c.head_dim();
-        let roles = if block == Block::SelfAttention { &blob::SELF_ROLES } else { &blob::CROSS_ROLES };
-        let wq = self.linear(roles[0], roles[1], l)?;
-        let wk = self.linear(roles[2], roles[3], l)?;
-        let wv = self.linear(roles[4], roles[5], l)?;
-        let wo = self.linear(roles[6], roles[7], l)?;
-        let (gain, bias) = (self.f32s(roles[8], l)?, self.f32s(roles[9], l)?);
-        let p = &self.plan.attention;
+        let (n, d, heads, dh) = (c.num_queries as usize, c.hidden as usize, c.num_heads as usize, c.head_dim());
         let scale = 1.0 / libm::sqrtf(dh as f32);
-
-        let mut carve = Carve::new(region);
-        let q = carve.f32s(p.q)?;
-        let kbuf = carve.f32s(p.k)?;
-        let ctx = carve.f32s(p.ctx)?;
-        let scores = carve.f32s(p.scores)?;
-
-        match self.precision {
-            Precision::Int8 => {
-                let group = self.header.group_size as usize;
-                let (xv, xs) = carve.q(p.xq)?;
-                let (kv_v, kv_s) = carve.q(p.kq)?;
-                let (vt_v, vt_s) = carve.q(p.vtq)?;
-                let (hq_v, hq_s) = carve.q(p.head_qq)?;
-                let (pq_v, pq_s) = carve.q(p.pq)?;
-                let xin = quant::quantize_rows(
-                    self.kernels.quant,
-                    Strided { data: x, rows: n, cols: d, row_stride: d, col_stride: 1 },
-                    group,
-                    xv,
-                    xs,
-                );
-                let image = kv.unwrap_or(Image { input: Input::Q(xin), tokens: n, outliers: &[], outlier_values: &[] });
-                let (src, t) = (image.input, image.tokens);
-                wq.apply(&self.kernels, exec, Input::Q(xin), n, q, d);
-                // Keys: all heads quantized row-wise ([H, t, dh]); then values, through the
-                // same f32 buffer, quantized transposed ([H, dh, t]) so p·v is a row product.
-                let kq_stride = dh.div_ceil(group) * group;
-                let vt_stride = t.div_ceil(group) * group;
-                wk.apply(&self.kernels, exec, src, t, kbuf, d);
-                wk.add_outlier_columns(&image, kbuf, d);
-                for h in 0..heads {
-                    let (ov, os) = (h * t * kq_stride, h * t * kq_stride / group);
-                    let src = Strided { data: &kbuf[h * dh..], rows: t, cols: dh, row_stride: d, col_stride: 1 };
-                    quant::quantize_rows(self.kernels.quant, src, group, &mut kv_v[ov..], &mut kv_s[os..]);
-                }
-                wv.apply(&self.kernels, exec, src, t, kbuf, d);
-                wv.add_outlier_columns(&image, kbuf, d);
-                for h in 0..heads {
-                    let (ov, os) = (h * dh * vt_stride, h * dh * vt_stride / group);
-                    let src = Strided { data: &kbuf[h * dh..], rows: dh, cols: t, row_stride: 1, col_stride: d };
-                    quant::quantize_rows(self.kernels.quant, src, group, &mut vt_v[ov..], &mut vt_s[os..]);
-                }
-                for h in 0..heads {
-                    let qh = quant::quantize_rows(
-                        self.kernels.quant,
-                        Strided { data: &q[h * dh..], rows: n, cols: dh, row_stride: d, col_stride: 1 },
-                        group,
-                        hq_v,
-                        hq_s,
-                    );
-                    let kh = QRows {
-                        values: &kv_v[h * t * kq_stride..(h + 1) * t * kq_stride],
-                        scales: &kv_s[h * t * kq_stride / group..(h + 1) * t * kq_stride / group],
-                        stride: kq_stride,
-                        group,
-                    };
-                    self.kernels.q8.run(&qh, &kh, None, scores, Shape::new(n, t, dh));
-                    norm::softmax_rows(&mut scores[..n * t], t, scale);
-                    let ph = quant::quantize_rows(
-                        self.kernels.quant,
-                        Strided { data: scores, rows: n, cols: t, row_stride: t, col_stride: 1 },
-                        group,
-                        pq_v,
-                        pq_s,
-                    );
-                    let vh = QRows {
-                        values: &vt_v[h * dh * vt_stride..(h + 1) * dh * vt_stride],
-                        scales: &vt_s[h * dh * vt_stride / group..(h + 1) * dh * vt_stride / group],
-                        stride: vt_stride,
-                        group,
-                    };
-                    self.kernels.q8.run(&ph, &vh, None, &mut ctx[h * dh..], Shape { m: n, n: dh, k: t, ldo: d });
-                }
-                // The quantized input is dead: the context reuses its buffers.
-                let cin = quant::quantize_rows(
-                    self.kernels.quant,
-                    Strided { data: ctx, rows: n, cols: d, row_stride: d, col_stride: 1 },
-                    group,
-                    xv,
-                    xs,
-                );
-                wo.apply(&self.kernels, exec, Input::Q(cin), n, q, d);
+        let mut b = self.plan.attention.int8(region)?;
+        let xin = self.quantize(rows_of(x, n, d), &mut b.xq, 0);
+        let (src, t) = match image {
+            Some(image) => (image.rows, image.tokens),
+            None => (xin, n),
+        };
+        w.q.apply(&self.kernels, exec, Input::Q(xin), n, b.q, d);
+        // Keys: all heads quantized row-wise ([H, t, dh]); then values, through the same f32
+        // buffer, quantized transposed ([H, dh, t]) so that p·v is a row product.
+        for (proj, transposed) in [(&w.k, false), (&w.v, true)] {
+            proj.apply(&self.kernels, exec, Input::Q(src), t, b.k, d);
+            if let (Some(image), Some(q)) = (image, proj.int8()) {
+                image.add_outlier_products(q, proj.n, b.k, d);
             }
-            Precision::F32 | Precision::F16 => {
-                let vbuf = carve.f32s(p.v)?;
-                let head_q = carve.f32s(p.head_q)?;
-                let head_k = carve.f32s(p.head_k)?;
-                let head_vt = carve.f32s(p.head_vt)?;
-                let (src, t) = match kv {
-                    Some(image) => (image.input, image.tokens),
-                    None => (Input::F32(x), n),
-                };
-                wq.apply(&self.kernels, exec, Input::F32(x), n, q, d);
-                wk.apply(&self.kernels, exec, src, t, kbuf, d);
-                wv.apply(&self.kernels, exec, src, t, vbuf, d);
-                for h in 0..heads {
-                    for r in 0..n {
-                        head_q[r * dh..(r + 1) * dh].copy_from_slice(&q[r * d + h * dh..r * d + (h + 1) * dh]);
-                    }
-                    for r in 0..t {
-                        head_k[r * dh..(r + 1) * dh].copy_from_slice(&kbuf[r * d + h * dh..r * d + (h + 1) * dh]);
-                        for j in 0..dh {
-                            head_vt[j * t + r] = vbuf[r * d + h * dh + j];
-                        }
-                    }
-                    self.kernels.f.run_f32(head_q, head_k, None, scores, Shape::new(n, t, dh));
-                    norm::softmax_rows(&mut scores[..n * t], t, scale);
-                    self.kernels.f.run_f32(
-                        scores,
-                        head_vt,
-                        None,
-                        &mut ctx[h * dh..],
-                        Shape { m: n, n: dh, k: t, ldo: d },
-                    );
+            for h in 0..heads {
+                let head = &b.k[h * dh..];
+                if transposed {
+                    let src = Strided { data: head, rows: dh, cols: t, row_stride: 1, col_stride: d };
+                    self.quantize(src, &mut b.vtq, h * dh);
+                } else {
+                    let src = Strided { data: head, rows: t, cols: dh, row_stride: d, col_stride: 1 };
+                    self.quantize(src, &mut b.kq, h * t);
                 }
-                wo.apply(&self.kernels, exec, Input::F32(ctx), n, q, d);
             }
         }
-        norm::add_layernorm(x, Some(q), gain, bias, c.layer_norm_eps);
-        Ok(())
+        let (keys, values) = (b.kq.view(heads * t, dh), b.vtq.view(heads * dh, t));
+        for h in 0..heads {
+            let q = Strided { data: &b.q[h * dh..], rows: n, cols: dh, row_stride: d, col_stride: 1 };
+            let qh = self.quantize(q, &mut b.head_qq, 0);
+            self.kernels.q8.run(&qh, &keys.rows(h * t..(h + 1) * t), None, b.scores, Shape::new(n, t, dh));
+            norm::softmax_rows(&mut b.scores[..n * t], t, scale);
+            let ph = self.quantize(rows_of(b.scores, n, t), &mut b.pq, 0);
+            let s = Shape { m: n, n: dh, k: t, ldo: d };
+            self.kernels.q8.run(&ph, &values.rows(h * dh..(h + 1) * dh), None, &mut b.ctx[h * dh..], s);
+        }
+        // The quantized input is dead: the context reuses its buffers.
+        let context = self.quantize(rows_of(b.ctx, n, d), &mut b.xq, 0);
+        w.o.apply(&self.kernels, exec, Input::Q(context), n, b.q, d);
+        Ok(b.q)
+    }
+
+    /// The f32 / fp16-weight attention: f32 projections, per head f32 `q kᵀ`, softmax and
+    /// `p v`. Returns the output projection `[N, d]`.
+    fn attention_float<'r>(
+        &self,
+        exec: &dyn Executor,
+        w: &AttentionWeights<'_>,
+        x: &[f32],
+        image: Option<&[f32]>,
+        region: &'r mut [u8],
+    ) -> Result<&'r [f32], Error> {
+        let c = &self.config;
+        let (n, d, heads, dh) = (c.num_queries as usize, c.hidden as usize, c.num_heads as usize, c.head_dim());
+        let scale = 1.0 / libm::sqrtf(dh as f32);
+        let b = self.plan.attention.float(region)?;
+        let src = image.unwrap_or(x);
+        let t = src.len() / if image.is_some() { c.encoder_hidden as usize } else { d };
+        w.q.apply(&self.kernels, exec, Input::F32(x), n, b.q, d);
+        w.k.apply(&self.kernels, exec, Input::F32(src), t, b.k, d);
+        w.v.apply(&self.kernels, exec, Input::F32(src), t, b.v, d);
+        for h in 0..heads {
+            for r in 0..n {
+                b.head_q[r * dh..(r + 1) * dh].copy_from_slice(&b.q[r * d + h * dh..r * d + (h + 1) * dh]);
+            }
+            for r in 0..t {
+                b.head_k[r * dh..(r + 1) * dh].copy_from_slice(&b.k[r * d + h * dh..r * d + (h + 1) * dh]);
+                for j in 0..dh {
+                    b.head_vt[j * t + r] = b.v[r * d + h * dh + j];
+                }
+            }
+            self.kernels.f.run_f32(b.head_q, b.head_k, None, b.scores, Shape::new(n, t, dh));
+            norm::softmax_rows(&mut b.scores[..n * t], t, scale);
+            let s = Shape { m: n, n: dh, k: t, ldo: d };
+            self.kernels.f.run_f32(b.scores, b.head_vt, None, &mut b.ctx[h * dh..], s);
+        }
+        w.o.apply(&self.kernels, exec, Input::F32(b.ctx), n, b.q, d);
+        Ok(b.q)
     }
 
     /// `x = LayerNorm(x + act(x W_1 + b_1) W_2 + b_2)`.
@@ -655,22 +499,25 @@ impl<'a> Model<'a> {
         let (n, d, i) = (c.num_queries as usize, c.hidden as usize, c.intermediate as usize);
         let up = self.linear(Role::FfnUpWeight, Role::FfnUpBias, l)?;
         let down = self.linear(Role::FfnDownWeight, Role::FfnDownBias, l)?;
-        let p = &self.plan.ffn;
-        let mut carve = Carve::new(region);
-        let h = carve.f32s(p.h)?;
-        let out = carve.f32s(p.out)?;
-        let (xv, xs) = carve.q(p.xq)?;
-        let (hv, hs) = carve.q(p.hq)?;
-        up.apply(&self.kernels, exec, self.prepare(x, n, d, xv, xs), n, h, i);
-        norm::activate_slice(c.activation, h);
-        down.apply(&self.kernels, exec, self.prepare(h, n, i, hv, hs), n, out, d);
-        norm::add_layernorm(
-            x,
-            Some(out),
-            self.f32s(Role::FfnNormWeight, l)?,
-            self.f32s(Role::FfnNormBias, l)?,
-            c.layer_norm_eps,
-        );
+        let mut b = self.plan.ffn.carve(region)?;
+        up.apply(&self.kernels, exec, self.prepare(x, n, d, &mut b.xq), n, b.h, i);
+        norm::activate_slice(c.activation, b.h);
+        down.apply(&self.kernels, exec, self.prepare(b.h, n, i, &mut b.hq), n, b.out, d);
+        let (gain, bias) = (self.f32s(Role::FfnNormWeight, l)?, self.f32s(Role::FfnNormBias, l)?);
+        norm::add_layernorm(x, Some(b.out), gain, bias, c.layer_norm_eps);
         Ok(())
+    }
+}
+
+/// `data` read as `rows` contiguous rows of `cols` values.
+fn rows_of(data: &[f32], rows: usize, cols: usize) -> Strided<'_> {
+    Strided { data, rows, cols, row_stride: cols, col_stride: 1 }
+}
+
+/// [`Error::NonFiniteActivation`] unless every value of `v` is finite.
+fn finite(v: &[f32], step: usize) -> Result<(), Error> {
+    match v.iter().all(|x| x.is_finite()) {
+        true => Ok(()),
+        false => Err(Error::NonFiniteActivation { layer: step }),
     }
 }

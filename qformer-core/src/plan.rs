@@ -14,13 +14,16 @@
 //! self- and cross-attention. Within a phase, a buffer whose lifetime ended is reused (the
 //! output projection writes over `q`; the int8 context reuses the quantized input).
 //! [`ArenaPlan::sum_of_buffers`] is what the same buffers would take without overlaying.
+//!
+//! This file is the one place that knows which buffers share memory: the forward gets its
+//! buffers as typed per-phase structs ([`ArenaPlan::carve`], [`AttentionPlan::int8`],
+//! [`AttentionPlan::float`], [`FfnPlan::carve`]), carved here in the plan's own order.
 
-use crate::blob::{round_up, Precision, ALIGN};
-use crate::config::Config;
-use crate::error::Error;
-
-/// Most image-feature channels the int8 path keeps in f32 (see [`crate::model`]).
-pub const MAX_IMAGE_OUTLIERS: usize = 16;
+use crate::align::{round_up, ALIGN};
+use crate::config::{valid_group, Config, Precision};
+use crate::error::{Buffer, Error};
+use crate::image::MAX_IMAGE_OUTLIERS;
+use crate::kernels::QRows;
 
 /// A byte range of the arena (offset from the start of the arena, or of the phase region
 /// for phase buffers).
@@ -44,11 +47,13 @@ pub struct QSpan {
     pub values: Span,
     /// `rows * stride / group` f32.
     pub scales: Span,
+    /// Values per scale.
+    pub group: usize,
 }
 
 impl QSpan {
     /// No bytes.
-    pub const EMPTY: QSpan = QSpan { values: Span::EMPTY, scales: Span::EMPTY };
+    pub const EMPTY: QSpan = QSpan { values: Span::EMPTY, scales: Span::EMPTY, group: 0 };
 }
 
 /// Buffers of the attention phase (self or cross).
@@ -162,7 +167,7 @@ impl Bump {
         // `take` multiplies with overflow checks.
         let values = self.take(rows, stride);
         let scales = self.take(rows, 4 * (stride / group));
-        QSpan { values, scales }
+        QSpan { values, scales, group }
     }
 }
 
@@ -174,7 +179,7 @@ impl ArenaPlan {
             return Err(e);
         }
         let int8 = matches!(precision, Precision::Int8);
-        if int8 && (group == 0 || !group.is_multiple_of(16)) {
+        if int8 && (group > u32::MAX as usize || !valid_group(group as u32)) {
             return Err(Error::BadHeader { field: "group_size", value: group as u32 });
         }
         let n = config.num_queries as usize;
@@ -258,6 +263,182 @@ impl ArenaPlan {
     }
 }
 
+/// The buffers that live through the whole forward, and the region the phases share.
+pub(crate) struct Whole<'a> {
+    /// Hidden state `[N, d]`.
+    pub x: &'a mut [f32],
+    /// int8: the quantized image features.
+    pub image: QBuf<'a>,
+    /// int8: the image's outlier channels in f32, `[M, MAX_IMAGE_OUTLIERS]`.
+    pub image_outliers: &'a mut [f32],
+    /// int8: one image row, or the per-channel maxima.
+    pub image_row: &'a mut [f32],
+    /// The phase region, for [`AttentionPlan`] and [`FfnPlan`] to carve.
+    pub region: &'a mut [u8],
+}
+
+/// The int8 attention phase's buffers. `q` holds the queries, then the output projection;
+/// `k` the keys, then the values (each quantized per head before the next is computed);
+/// `xq` the quantized input, then the quantized context.
+pub(crate) struct Int8Attention<'a> {
+    pub q: &'a mut [f32],
+    pub k: &'a mut [f32],
+    pub ctx: &'a mut [f32],
+    pub scores: &'a mut [f32],
+    pub xq: QBuf<'a>,
+    pub kq: QBuf<'a>,
+    pub vtq: QBuf<'a>,
+    pub head_qq: QBuf<'a>,
+    pub pq: QBuf<'a>,
+}
+
+/// The f32/fp16 attention phase's buffers. `q` holds the queries, then the output
+/// projection.
+pub(crate) struct FloatAttention<'a> {
+    pub q: &'a mut [f32],
+    pub k: &'a mut [f32],
+    pub ctx: &'a mut [f32],
+    pub scores: &'a mut [f32],
+    pub v: &'a mut [f32],
+    pub head_q: &'a mut [f32],
+    pub head_k: &'a mut [f32],
+    pub head_vt: &'a mut [f32],
+}
+
+/// The feed-forward phase's buffers (the projection uses `xq` for its input).
+pub(crate) struct Ffn<'a> {
+    pub h: &'a mut [f32],
+    pub out: &'a mut [f32],
+    pub xq: QBuf<'a>,
+    pub hq: QBuf<'a>,
+}
+
+impl ArenaPlan {
+    /// Cuts `arena` (16-byte aligned, at least [`ArenaPlan::total`] bytes: the forward checks
+    /// both first) into the whole-forward buffers and the phase region.
+    pub(crate) fn carve<'a>(&self, arena: &'a mut [u8]) -> Result<Whole<'a>, Error> {
+        let (top, region) = arena[..self.total].split_at_mut(self.region);
+        let mut c = Carve::new(top);
+        Ok(Whole {
+            x: c.f32s(self.x)?,
+            image: c.q(self.image)?,
+            image_outliers: c.f32s(self.image_outliers)?,
+            image_row: c.f32s(self.image_row)?,
+            region,
+        })
+    }
+}
+
+impl AttentionPlan {
+    /// The int8 phase's buffers in `region`.
+    pub(crate) fn int8<'a>(&self, region: &'a mut [u8]) -> Result<Int8Attention<'a>, Error> {
+        let mut c = Carve::new(region);
+        Ok(Int8Attention {
+            q: c.f32s(self.q)?,
+            k: c.f32s(self.k)?,
+            ctx: c.f32s(self.ctx)?,
+            scores: c.f32s(self.scores)?,
+            xq: c.q(self.xq)?,
+            kq: c.q(self.kq)?,
+            vtq: c.q(self.vtq)?,
+            head_qq: c.q(self.head_qq)?,
+            pq: c.q(self.pq)?,
+        })
+    }
+
+    /// The f32/fp16 phase's buffers in `region`.
+    pub(crate) fn float<'a>(&self, region: &'a mut [u8]) -> Result<FloatAttention<'a>, Error> {
+        let mut c = Carve::new(region);
+        Ok(FloatAttention {
+            q: c.f32s(self.q)?,
+            k: c.f32s(self.k)?,
+            ctx: c.f32s(self.ctx)?,
+            scores: c.f32s(self.scores)?,
+            v: c.f32s(self.v)?,
+            head_q: c.f32s(self.head_q)?,
+            head_k: c.f32s(self.head_k)?,
+            head_vt: c.f32s(self.head_vt)?,
+        })
+    }
+}
+
+impl FfnPlan {
+    /// The feed-forward phase's buffers in `region`.
+    pub(crate) fn carve<'a>(&self, region: &'a mut [u8]) -> Result<Ffn<'a>, Error> {
+        let mut c = Carve::new(region);
+        Ok(Ffn { h: c.f32s(self.h)?, out: c.f32s(self.out)?, xq: c.q(self.xq)?, hq: c.q(self.hq)? })
+    }
+}
+
+/// A row-quantized int8 matrix's buffers, to be filled by the quantizer. The plan sizes them
+/// for the most rows and columns a phase needs; a use with fewer columns has a shorter
+/// stride (`round_up(cols, group)`), so the rows are addressed by their column count.
+pub(crate) struct QBuf<'a> {
+    /// Values.
+    pub values: &'a mut [i8],
+    /// Scales.
+    pub scales: &'a mut [f32],
+    /// Values per scale.
+    pub group: usize,
+}
+
+impl QBuf<'_> {
+    /// Rows `start..` of a matrix of `cols` columns, for the quantizer to write.
+    pub fn rows_from(&mut self, start: usize, cols: usize) -> (&mut [i8], &mut [f32]) {
+        let stride = round_up(cols, self.group);
+        let groups = stride / self.group;
+        (&mut self.values[start * stride..], &mut self.scales[start * groups..])
+    }
+
+    /// The first `rows` rows of a matrix of `cols` columns, read-only.
+    pub fn view(&self, rows: usize, cols: usize) -> QRows<'_> {
+        let stride = round_up(cols, self.group);
+        let groups = stride / self.group;
+        QRows {
+            values: &self.values[..rows * stride],
+            scales: &self.scales[..rows * groups],
+            stride,
+            group: self.group,
+        }
+    }
+}
+
+/// Hands out the spans of one buffer as typed slices; spans must come in increasing offset
+/// order (the order the plan declares them in: the carving functions above).
+struct Carve<'a> {
+    rest: &'a mut [u8],
+    at: usize,
+}
+
+impl<'a> Carve<'a> {
+    fn new(buf: &'a mut [u8]) -> Self {
+        Carve { rest: buf, at: 0 }
+    }
+    fn bytes(&mut self, s: Span) -> &'a mut [u8] {
+        if s.bytes == 0 {
+            return &mut [];
+        }
+        debug_assert!(s.offset >= self.at, "spans must be carved in order");
+        let rest = core::mem::take(&mut self.rest);
+        let (_, rest) = rest.split_at_mut(s.offset - self.at);
+        let (mine, rest) = rest.split_at_mut(s.bytes);
+        self.rest = rest;
+        self.at = s.offset + s.bytes;
+        mine
+    }
+    fn f32s(&mut self, s: Span) -> Result<&'a mut [f32], Error> {
+        if s.bytes == 0 {
+            return Ok(&mut []);
+        }
+        bytemuck::try_cast_slice_mut(self.bytes(s))
+            .map_err(|_| Error::Misaligned { buffer: Buffer::Arena, align: ALIGN })
+    }
+    fn q(&mut self, s: QSpan) -> Result<QBuf<'a>, Error> {
+        let values = bytemuck::cast_slice_mut(self.bytes(s.values));
+        Ok(QBuf { values, scales: self.f32s(s.scales)?, group: s.group.max(1) })
+    }
+}
+
 /// Exact arena bytes for `config` at `precision` (int8 with activation group `group`).
 pub const fn arena_bytes(config: &Config, precision: Precision, group: usize) -> Result<usize, Error> {
     match ArenaPlan::new(config, precision, group) {
@@ -289,5 +470,35 @@ impl<const N: usize> AlignedArena<N> {
 impl<const N: usize> Default for AlignedArena<N> {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec;
+
+    /// The carving functions take each phase's spans in the plan's order and within the
+    /// phase's bytes, for every precision (a wrong order would panic here).
+    #[test]
+    fn every_phase_carves_for_every_precision() {
+        let small =
+            Config { num_layers: 2, hidden: 64, intermediate: 96, encoder_hidden: 80, num_heads: 4, ..Config::BLIP2 };
+        for config in [Config::BLIP2, small] {
+            for precision in Precision::ALL {
+                let group = if *precision == Precision::Int8 { 32 } else { 0 };
+                let plan = ArenaPlan::new(&config, *precision, group).expect("plans");
+                let mut arena = vec![0u128; plan.total.div_ceil(16)];
+                let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut arena);
+                let whole = plan.carve(bytes).expect("whole");
+                assert_eq!(whole.x.len(), (config.num_queries * config.hidden) as usize);
+                match precision {
+                    Precision::Int8 => drop(plan.attention.int8(whole.region).expect("int8 attention")),
+                    _ => drop(plan.attention.float(whole.region).expect("float attention")),
+                }
+                let ffn = plan.ffn.carve(whole.region).expect("ffn");
+                assert_eq!(ffn.h.len(), (config.num_queries * config.intermediate) as usize);
+            }
+        }
     }
 }

@@ -123,7 +123,6 @@ fn int8_model_output_bytes_equal_the_host_reference_with_every_kernel() {
     let model = crate::Model::from_blob(blob).expect("committed tiny blob");
     let c = *model.config();
     let image: Vec<f32> = TINY_INPUT.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-    let m = image.len() / c.encoder_hidden as usize;
     let mut arena = vec![0u128; model.arena_bytes() / 16 + 1];
     let arena = bytemuck::cast_slice_mut::<u128, u8>(&mut arena);
     for q8 in q8_variants() {
@@ -137,7 +136,7 @@ fn int8_model_output_bytes_equal_the_host_reference_with_every_kernel() {
         let model = model.with_kernels(kernels);
         let mut out = vec![0f32; (c.num_queries * c.hidden) as usize];
         let mut proj = vec![0f32; (c.num_queries * c.projection_dim) as usize];
-        model.forward(&image, m, arena, &mut out, Some(&mut proj)).expect("forward");
+        model.forward(&image, arena, &mut out, Some(&mut proj)).expect("forward");
         let bytes: Vec<u8> = out.iter().chain(&proj).flat_map(|v| v.to_le_bytes()).collect();
         assert!(bytes == TINY_OUTPUT, "{}: int8 output differs from the host's", q8.name());
     }

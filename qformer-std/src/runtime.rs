@@ -177,7 +177,7 @@ pub fn run_batch_with(
             }
         };
         model
-            .forward_with(image, m, arena.bytes_mut(), o, proj, exec, &mut observer)
+            .forward_with(image, arena.bytes_mut(), o, proj, exec, &mut observer)
             .with_context(|| format!("image {b} of the batch"))?;
     }
     Ok(out)

@@ -2,8 +2,9 @@
 
 use anyhow::{bail, Result};
 use half::f16;
-use qformer_core::blob::{self, round_up, DType, Header, Precision, TensorEntry, ALIGN, ENTRY_BYTES, HEADER_BYTES};
+use qformer_core::blob::{self, round_up, DType, Header, TensorEntry, ALIGN, ENTRY_BYTES, HEADER_BYTES};
 use qformer_core::kernels::quant::scalar::quantize_group;
+use qformer_core::Precision;
 
 use crate::weights::{hf_name, Weights};
 
@@ -12,7 +13,8 @@ use crate::weights::{hf_name, Weights};
 pub struct BlobOptions {
     /// Forward path and matrix storage.
     pub precision: Precision,
-    /// int8 group size along the input channels (a multiple of 16); ignored otherwise.
+    /// int8 group size along the input channels ([`qformer_core::valid_group`]); ignored
+    /// otherwise.
     pub group: u32,
 }
 
@@ -49,8 +51,12 @@ pub fn quantize_matrix(data: &[f32], rows: usize, cols: usize, group: usize) -> 
 pub fn build_blob(w: &Weights, opts: BlobOptions, mut progress: impl FnMut()) -> Result<Vec<u8>> {
     let c = &w.config;
     let int8 = opts.precision == Precision::Int8;
-    if int8 && (opts.group == 0 || !opts.group.is_multiple_of(16)) {
-        bail!("int8 group size must be a positive multiple of 16, got {}", opts.group);
+    if int8 && !qformer_core::valid_group(opts.group) {
+        bail!(
+            "int8 group size must be a positive multiple of 16 of at most {}, got {}",
+            qformer_core::config::MAX_DIM,
+            opts.group
+        );
     }
     let group = if int8 { opts.group } else { 0 };
     let mut header = Header::new(c, opts.precision, group);
@@ -62,12 +68,7 @@ pub fn build_blob(w: &Weights, opts: BlobOptions, mut progress: impl FnMut()) ->
     let mut entries = Vec::with_capacity(count);
     let pad = |out: &mut Vec<u8>| out.resize(round_up(out.len(), ALIGN), 0);
     for t in &w.tensors {
-        let dtype = match opts.precision {
-            _ if !t.role.is_matrix() => DType::F32,
-            Precision::F32 => DType::F32,
-            Precision::F16 => DType::F16,
-            Precision::Int8 => DType::I8,
-        };
+        let dtype = if t.role.is_matrix() { DType::of_matrices(opts.precision) } else { DType::F32 };
         pad(&mut out);
         let offset = out.len();
         let mut scales_offset = 0;

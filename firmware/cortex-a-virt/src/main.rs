@@ -141,7 +141,7 @@ extern "C" fn main() -> ! {
         let mut out = vec![0f32; (c.num_queries * c.hidden) as usize];
         let mut proj = vec![0f32; (c.num_queries * c.projection_dim) as usize];
         let before = instructions();
-        let r = model.forward(&image, m, arena, &mut out, Some(&mut proj));
+        let r = model.forward(&image, arena, &mut out, Some(&mut proj));
         let spent = instructions() - before;
         if let Err(e) = r {
             ok = false;

@@ -51,9 +51,20 @@ pub struct QRows<'a> {
     pub group: usize,
 }
 
-impl QRows<'_> {
+impl<'a> QRows<'a> {
     /// Number of rows.
-    pub fn rows(&self) -> usize {
+    pub fn row_count(&self) -> usize {
         self.values.len().checked_div(self.stride).unwrap_or(0)
+    }
+
+    /// Rows `range` of the matrix (panics if they are not all there).
+    pub fn rows(&self, range: core::ops::Range<usize>) -> QRows<'a> {
+        let groups = self.stride / self.group;
+        QRows {
+            values: &self.values[range.start * self.stride..range.end * self.stride],
+            scales: &self.scales[range.start * groups..range.end * groups],
+            stride: self.stride,
+            group: self.group,
+        }
     }
 }

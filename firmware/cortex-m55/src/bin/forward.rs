@@ -118,7 +118,7 @@ fn main() -> ! {
     let (queries, projected) = output.split_at_mut(QUERIES * HIDDEN);
     let t2 = ticks();
     let projected = if PROJECTION > 0 { Some(projected) } else { None };
-    if let Err(e) = model.forward(image, IMAGE_TOKENS, arena, queries, projected) {
+    if let Err(e) = model.forward(image, arena, queries, projected) {
         fail_with("forward", e);
     }
     let t3 = ticks();

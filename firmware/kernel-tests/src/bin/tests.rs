@@ -230,7 +230,7 @@ fn tiny_model(q8: Q8Gemm, arena: &mut [u8], image: &mut [f32], out: &mut [f32]) 
     let m = floats / c.encoder_hidden as usize;
     let (queries, rest) = out.split_at_mut(nq * hidden);
     let projected = &mut rest[..nq * proj];
-    if let Err(e) = model.forward(&image[..floats], m, arena, queries, Some(projected)) {
+    if let Err(e) = model.forward(&image[..floats], arena, queries, Some(projected)) {
         hprintln!("FAIL: tiny model with {}: forward: {}", q8.name(), e);
         return false;
     }
