@@ -3,7 +3,7 @@
 use anyhow::{bail, Result};
 use half::f16;
 use qformer_core::blob::{self, round_up, DType, Header, TensorEntry, ALIGN, ENTRY_BYTES, HEADER_BYTES};
-use qformer_core::kernels::quant::scalar::quantize_group;
+use qformer_core::kernels::quant::{quantize_rows, Quantizer, Strided};
 use qformer_core::Precision;
 
 use crate::weights::{hf_name, Weights};
@@ -29,21 +29,14 @@ impl BlobOptions {
 }
 
 /// Quantizes a `[rows, cols]` matrix to int8 with one scale per `group` columns of a row,
-/// exactly as the runtime quantizes activations. Returns `(values [rows, stride], scales)`.
+/// exactly as the runtime quantizes activations (the scalar quantizer, the reference every
+/// SIMD one matches bit for bit). Returns `(values [rows, stride], scales)`.
 pub fn quantize_matrix(data: &[f32], rows: usize, cols: usize, group: usize) -> (Vec<i8>, Vec<f32>) {
     let stride = round_up(cols, group);
-    let groups = stride / group;
     let mut values = vec![0i8; rows * stride];
-    let mut scales = vec![0f32; rows * groups];
-    for r in 0..rows {
-        for g in 0..groups {
-            let c0 = g * group;
-            let len = cols.saturating_sub(c0).min(group);
-            let src = &data[r * cols + c0..r * cols + c0 + len];
-            let out = &mut values[r * stride + c0..r * stride + c0 + group];
-            scales[r * groups + g] = quantize_group(|i| src[i], len, out);
-        }
-    }
+    let mut scales = vec![0f32; rows * (stride / group)];
+    let src = Strided { data, rows, cols, row_stride: cols, col_stride: 1 };
+    quantize_rows(Quantizer::SCALAR, src, group, &mut values, &mut scales);
     (values, scales)
 }
 
