@@ -227,7 +227,6 @@ fn tiny_model(q8: Q8Gemm, arena: &mut [u8], image: &mut [f32], out: &mut [f32]) 
     for (x, b) in image.iter_mut().zip(TINY_INPUT.chunks_exact(4)) {
         *x = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
     }
-    let m = floats / c.encoder_hidden as usize;
     let (queries, rest) = out.split_at_mut(nq * hidden);
     let projected = &mut rest[..nq * proj];
     if let Err(e) = model.forward(&image[..floats], arena, queries, Some(projected)) {
