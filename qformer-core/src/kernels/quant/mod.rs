@@ -114,28 +114,24 @@ pub fn quantize_rows<'a>(
     let stride = src.cols.div_ceil(group) * group;
     let groups = stride / group;
     assert!(values.len() >= src.rows * stride && scales.len() >= src.rows * groups);
-    if src.col_stride == 1 || group <= GATHER {
-        // Strided groups are first gathered into a contiguous buffer.
-        let mut buf = [0f32; GATHER];
-        for r in 0..src.rows {
-            for g in 0..groups {
-                let c0 = g * group;
-                let len = src.cols.saturating_sub(c0).min(group);
-                let at = r * src.row_stride + c0 * src.col_stride;
-                let out = &mut values[r * stride + c0..r * stride + c0 + group];
-                let group_src = if src.col_stride == 1 {
-                    &src.data[at..at + len]
-                } else {
-                    for (i, b) in buf[..len].iter_mut().enumerate() {
-                        *b = src.data[at + i * src.col_stride];
-                    }
-                    &buf[..len]
-                };
-                scales[r * groups + g] = quantizer.group(group_src, out);
-            }
+    let mut buf = [0f32; GATHER];
+    for r in 0..src.rows {
+        for g in 0..groups {
+            let c0 = g * group;
+            let len = src.cols.saturating_sub(c0).min(group);
+            let at = r * src.row_stride + c0 * src.col_stride;
+            let out = &mut values[r * stride + c0..r * stride + c0 + group];
+            scales[r * groups + g] = if src.col_stride == 1 {
+                quantizer.group(&src.data[at..at + len], out)
+            } else if len <= GATHER {
+                for (i, b) in buf[..len].iter_mut().enumerate() {
+                    *b = src.data[at + i * src.col_stride];
+                }
+                quantizer.group(&buf[..len], out)
+            } else {
+                scalar::quantize_group(|i| src.data[at + i * src.col_stride], len, out)
+            };
         }
-    } else {
-        scalar::quantize_rows(src, group, stride, values, scales);
     }
-    QRows { values: &values[..src.rows * stride], scales: &scales[..src.rows * stride / group], stride, group }
+    QRows { values: &values[..src.rows * stride], scales: &scales[..src.rows * groups], stride, group }
 }
