@@ -335,6 +335,7 @@ fn bad_run_inputs_are_rejected_before_work() {
         let b = BlobBytes::copy(&bytes);
         let model = Model::from_blob(b.bytes()).unwrap();
         let huge = vec![3e38f32; 9 * dv];
+        let mut arena = Arena::new(model.arena_bytes());
         match model.forward(&huge, arena.bytes_mut(), &mut out, Some(&mut proj)) {
             Err(Error::NonFiniteActivation { layer }) => assert!(layer >= 1 && p != Precision::Int8, "{p:?}: {layer}"),
             Err(e) => panic!("{p:?}: unexpected error {e}"),

@@ -92,6 +92,18 @@ impl Linear<'_> {
             _ => None,
         }
     }
+
+    /// The layer restricted to the outputs `range` (rows of `W`). Every int8 kernel computes
+    /// each output on its own, so these outputs get the same bits as in the whole layer.
+    fn outputs(&self, range: core::ops::Range<usize>) -> Self {
+        let (k, n) = (self.k, range.len());
+        let w = match self.w {
+            Weights::F32(w) => Weights::F32(&w[range.start * k..range.end * k]),
+            Weights::F16(w) => Weights::F16(&w[range.start * k..range.end * k]),
+            Weights::I8(w) => Weights::I8(w.rows(range.clone())),
+        };
+        Linear { w, b: &self.b[range], n, k }
+    }
 }
 
 /// The four projections and the LayerNorm of one attention block.
@@ -348,10 +360,15 @@ impl<'a> Model<'a> {
         }
         if let Some(p) = projected {
             let proj = self.linear(Role::ProjWeight, Role::ProjBias, 0)?;
-            let mut b = self.plan.ffn.carve(region)?;
-            let n = c.num_queries as usize;
-            let input = self.prepare(x, n, c.hidden as usize, &mut b.xq);
-            proj.apply(&self.kernels, exec, input, n, p, proj.n);
+            let (n, d) = (c.num_queries as usize, c.hidden as usize);
+            match self.precision {
+                Precision::Int8 => {
+                    let mut b = self.plan.ffn.int8(region)?;
+                    let input = self.quantize(rows_of(x, n, d), &mut b.q, 0);
+                    proj.apply(&self.kernels, exec, Input::Q(input), n, p, proj.n);
+                }
+                Precision::F32 | Precision::F16 => proj.apply(&self.kernels, exec, Input::F32(x), n, p, proj.n),
+            }
             finite(p, c.num_layers as usize + 1)?;
         }
         out.copy_from_slice(x);
@@ -368,15 +385,6 @@ impl<'a> Model<'a> {
         let group = self.group();
         let (values, scales) = buf.rows_from(row0, src.cols);
         quant::quantize_rows(self.kernels.quant, src, group, values, scales)
-    }
-
-    /// The input of a linear layer: `x` (`[rows, cols]`) itself, or `x` quantized into
-    /// `buf` for int8.
-    fn prepare<'s>(&self, x: &'s [f32], rows: usize, cols: usize, buf: &'s mut QBuf<'_>) -> Input<'s> {
-        match self.precision {
-            Precision::Int8 => Input::Q(self.quantize(rows_of(x, rows, cols), buf, 0)),
-            Precision::F32 | Precision::F16 => Input::F32(x),
-        }
     }
 
     /// `x = LayerNorm(x + Attention(x, kv) W_o + b_o)`, where the keys and values come from
@@ -401,8 +409,8 @@ impl<'a> Model<'a> {
     }
 
     /// The int8 attention: projections on int8 inputs, per head int8 `q kᵀ`, f32 softmax,
-    /// int8 `p v`; keys and values of all heads are quantized once. Returns the output
-    /// projection `[N, d]`.
+    /// int8 `p v`. Each head's keys and values are projected and quantized just before the
+    /// head uses them. Returns the output projection `[N, d]`.
     fn attention_int8<'r>(
         &self,
         exec: &dyn Executor,
@@ -421,33 +429,29 @@ impl<'a> Model<'a> {
             None => (xin, n),
         };
         w.q.apply(&self.kernels, exec, Input::Q(xin), n, b.q, d);
-        // Keys: all heads quantized row-wise ([H, t, dh]); then values, through the same f32
-        // buffer, quantized transposed ([H, dh, t]) so that p·v is a row product.
-        for (proj, transposed) in [(&w.k, false), (&w.v, true)] {
-            proj.apply(&self.kernels, exec, Input::Q(src), t, b.k, d);
-            if let (Some(image), Some(q)) = (image, proj.int8()) {
-                image.add_outlier_products(q, proj.n, b.k, d);
-            }
-            for h in 0..heads {
-                let head = &b.k[h * dh..];
-                if transposed {
-                    let src = Strided { data: head, rows: dh, cols: t, row_stride: 1, col_stride: d };
-                    self.quantize(src, &mut b.vtq, h * dh);
-                } else {
-                    let src = Strided { data: head, rows: t, cols: dh, row_stride: d, col_stride: 1 };
-                    self.quantize(src, &mut b.kq, h * t);
-                }
-            }
-        }
-        let (keys, values) = (b.kq.view(heads * t, dh), b.vtq.view(heads * dh, t));
         for h in 0..heads {
+            let outputs = h * dh..(h + 1) * dh;
+            // The head's keys `[t, dh]`, quantized row-wise; then its values through the same
+            // f32 buffer, quantized transposed (`[dh, t]`) so that p·v is a row product.
+            let project = |proj: &Linear<'_>, out: &mut [f32]| {
+                let proj = proj.outputs(outputs.clone());
+                proj.apply(&self.kernels, exec, Input::Q(src), t, out, dh);
+                if let (Some(image), Some(q)) = (image, proj.int8()) {
+                    image.add_outlier_products(q, dh, out, dh);
+                }
+            };
+            project(&w.k, b.k);
+            let kh = self.quantize(rows_of(&b.k[..t * dh], t, dh), &mut b.kq, 0);
+            project(&w.v, b.k);
+            let transposed = Strided { data: b.k, rows: dh, cols: t, row_stride: 1, col_stride: dh };
+            let vh = self.quantize(transposed, &mut b.vtq, 0);
             let q = Strided { data: &b.q[h * dh..], rows: n, cols: dh, row_stride: d, col_stride: 1 };
             let qh = self.quantize(q, &mut b.head_qq, 0);
-            self.kernels.q8.run(&qh, &keys.rows(h * t..(h + 1) * t), None, b.scores, Shape::new(n, t, dh));
+            self.kernels.q8.run(&qh, &kh, None, b.scores, Shape::new(n, t, dh));
             norm::softmax_rows(&mut b.scores[..n * t], t, scale);
             let ph = self.quantize(rows_of(b.scores, n, t), &mut b.pq, 0);
             let s = Shape { m: n, n: dh, k: t, ldo: d };
-            self.kernels.q8.run(&ph, &values.rows(h * dh..(h + 1) * dh), None, &mut b.ctx[h * dh..], s);
+            self.kernels.q8.run(&ph, &vh, None, &mut b.ctx[h * dh..], s);
         }
         // The quantized input is dead: the context reuses its buffers.
         let context = self.quantize(rows_of(b.ctx, n, d), &mut b.xq, 0);
@@ -499,12 +503,30 @@ impl<'a> Model<'a> {
         let (n, d, i) = (c.num_queries as usize, c.hidden as usize, c.intermediate as usize);
         let up = self.linear(Role::FfnUpWeight, Role::FfnUpBias, l)?;
         let down = self.linear(Role::FfnDownWeight, Role::FfnDownBias, l)?;
-        let mut b = self.plan.ffn.carve(region)?;
-        up.apply(&self.kernels, exec, self.prepare(x, n, d, &mut b.xq), n, b.h, i);
-        norm::activate_slice(c.activation, b.h);
-        down.apply(&self.kernels, exec, self.prepare(b.h, n, i, &mut b.hq), n, b.out, d);
+        let k = &self.kernels;
+        let out: &[f32] = match self.precision {
+            Precision::Int8 => {
+                let b = self.plan.ffn.int8(region)?;
+                let mut q = b.q;
+                let input = self.quantize(rows_of(x, n, d), &mut q, 0);
+                up.apply(k, exec, Input::Q(input), n, b.h, i);
+                norm::activate_slice(c.activation, &mut b.h[..n * i]);
+                let hidden = self.quantize(rows_of(b.h, n, i), &mut q, 0);
+                // The intermediate is quantized: the output goes where it was.
+                let out = &mut b.h[..n * d];
+                down.apply(k, exec, Input::Q(hidden), n, out, d);
+                out
+            }
+            Precision::F32 | Precision::F16 => {
+                let b = self.plan.ffn.float(region)?;
+                up.apply(k, exec, Input::F32(x), n, b.h, i);
+                norm::activate_slice(c.activation, b.h);
+                down.apply(k, exec, Input::F32(b.h), n, b.out, d);
+                b.out
+            }
+        };
         let (gain, bias) = (self.f32s(Role::FfnNormWeight, l)?, self.f32s(Role::FfnNormBias, l)?);
-        norm::add_layernorm(x, Some(b.out), gain, bias, c.layer_norm_eps);
+        norm::add_layernorm(x, Some(out), gain, bias, c.layer_norm_eps);
         Ok(())
     }
 }

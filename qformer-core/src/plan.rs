@@ -12,18 +12,19 @@
 //!
 //! The attention phase is planned for `kv = max(N, M)` key/value tokens, so it serves both
 //! self- and cross-attention. Within a phase, a buffer whose lifetime ended is reused (the
-//! output projection writes over `q`; the int8 context reuses the quantized input).
+//! output projection writes over `q`; the int8 context reuses the quantized input). The int8
+//! path projects, quantizes and uses the keys and values one head at a time, so it never holds
+//! more than one head's `[kv, dh]` of them in f32.
 //! [`ArenaPlan::sum_of_buffers`] is what the same buffers would take without overlaying.
 //!
 //! This file is the one place that knows which buffers share memory: the forward gets its
 //! buffers as typed per-phase structs ([`ArenaPlan::carve`], [`AttentionPlan::int8`],
-//! [`AttentionPlan::float`], [`FfnPlan::carve`]), carved here in the plan's own order.
+//! [`AttentionPlan::float`], [`FfnPlan::int8`], [`FfnPlan::float`]), carved here in the plan's own order.
 
 use crate::align::{round_up, ALIGN};
 use crate::config::{valid_group, Config, Precision};
 use crate::error::{Buffer, Error};
 use crate::image::MAX_IMAGE_OUTLIERS;
-use crate::kernels::QRows;
 
 /// A byte range of the arena (offset from the start of the arena, or of the phase region
 /// for phase buffers).
@@ -61,7 +62,7 @@ impl QSpan {
 pub struct AttentionPlan {
     /// Queries `[N, d]`; after the heads, the output projection `[N, d]`.
     pub q: Span,
-    /// Keys `[kv, d]` (f32 paths); the int8 path computes keys then values here.
+    /// Keys `[kv, d]` (f32 paths); int8: one head's keys, then its values, `[kv, dh]`.
     pub k: Span,
     /// Values `[kv, d]` (f32 paths only).
     pub v: Span,
@@ -77,9 +78,9 @@ pub struct AttentionPlan {
     pub head_vt: Span,
     /// int8: quantized input of the projections `[N, stride(d)]`, then of the context.
     pub xq: QSpan,
-    /// int8: all heads' quantized keys `[H, kv, stride(dh)]`.
+    /// int8: one head's quantized keys `[kv, stride(dh)]`.
     pub kq: QSpan,
-    /// int8: all heads' quantized transposed values `[H, dh, stride(kv)]`.
+    /// int8: one head's quantized transposed values `[dh, stride(kv)]`.
     pub vtq: QSpan,
     /// int8: one head's quantized queries `[N, stride(dh)]`.
     pub head_qq: QSpan,
@@ -92,14 +93,14 @@ pub struct AttentionPlan {
 /// Buffers of the feed-forward phase (also used by the projection).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FfnPlan {
-    /// Intermediate activations `[N, I]`.
+    /// Intermediate activations `[N, I]`; int8: `[N, max(I, d)]`, the output `[N, d]` written
+    /// over its start once the intermediate is quantized.
     pub h: Span,
-    /// Output `[N, d]`.
+    /// f32 paths: output `[N, d]`.
     pub out: Span,
-    /// int8: quantized input `[N, stride(d)]`.
-    pub xq: QSpan,
-    /// int8: quantized intermediate `[N, stride(I)]`.
-    pub hq: QSpan,
+    /// int8: the quantized input `[N, stride(d)]`, then the quantized intermediate
+    /// `[N, stride(I)]` (the projection's quantized input too).
+    pub q: QSpan,
     /// Bytes of the phase.
     pub bytes: usize,
 }
@@ -187,7 +188,6 @@ impl ArenaPlan {
         let d = config.hidden as usize;
         let dv = config.encoder_hidden as usize;
         let hidden_ff = config.intermediate as usize;
-        let heads = config.num_heads as usize;
         let dh = config.head_dim();
         let kv = if m > n { m } else { n };
 
@@ -201,7 +201,7 @@ impl ArenaPlan {
         let mut a = Bump::new();
         let mut att = AttentionPlan {
             q: a.take(n * d, 4),
-            k: a.take(kv * d, 4),
+            k: a.take(kv * if int8 { dh } else { d }, 4),
             v: Span::EMPTY,
             ctx: a.take(n * d, 4),
             scores: a.take(n * kv, 4),
@@ -220,8 +220,8 @@ impl ArenaPlan {
         let mut sum = n * d * 4 * 2; // x and the attention output (which reuses q)
         if int8 {
             att.xq = a.take_q(n, d, group);
-            att.kq = a.take_q(heads * kv, dh, group);
-            att.vtq = a.take_q(heads * dh, kv, group);
+            att.kq = a.take_q(kv, dh, group);
+            att.vtq = a.take_q(dh, kv, group);
             att.head_qq = a.take_q(n, dh, group);
             att.pq = a.take_q(n, kv, group);
             // Without planning: the f32 keys and values both, and separate buffers for the
@@ -237,19 +237,21 @@ impl ArenaPlan {
         sum += att.bytes;
 
         let mut f = Bump::new();
-        let mut ffn = FfnPlan {
-            h: f.take(n * hidden_ff, 4),
-            out: f.take(n * d, 4),
-            xq: QSpan::EMPTY,
-            hq: QSpan::EMPTY,
-            bytes: 0,
-        };
+        let ffn_width = if int8 && d > hidden_ff { d } else { hidden_ff };
+        let mut ffn = FfnPlan { h: f.take(n * ffn_width, 4), out: Span::EMPTY, q: QSpan::EMPTY, bytes: 0 };
+        // Without planning: the intermediate, the output, and (int8) the quantized input and
+        // intermediate, each its own buffer.
+        sum += n * (hidden_ff + d) * 4;
         if int8 {
-            ffn.xq = f.take_q(n, d, group);
-            ffn.hq = f.take_q(n, hidden_ff, group);
+            let wide = if d > hidden_ff { d } else { hidden_ff };
+            ffn.q = f.take_q(n, wide, group);
+            let (xq, hq) = (Bump::new().take_q(n, d, group), Bump::new().take_q(n, hidden_ff, group));
+            sum += xq.values.bytes + xq.scales.bytes + hq.values.bytes + hq.scales.bytes;
+        } else {
+            ffn.out = f.take(n * d, 4);
         }
         ffn.bytes = f.at;
-        sum += ffn.bytes + x.bytes + image.values.bytes + image.scales.bytes + image_outliers.bytes + image_row.bytes;
+        sum += x.bytes + image.values.bytes + image.scales.bytes + image_outliers.bytes + image_row.bytes;
 
         let phase = if att.bytes > ffn.bytes { att.bytes } else { ffn.bytes };
         if top.overflow || a.overflow || f.overflow {
@@ -305,12 +307,18 @@ pub(crate) struct FloatAttention<'a> {
     pub head_vt: &'a mut [f32],
 }
 
-/// The feed-forward phase's buffers (the projection uses `xq` for its input).
-pub(crate) struct Ffn<'a> {
+/// The int8 feed-forward phase's buffers: `q` holds the quantized input, then the quantized
+/// intermediate; `h` the intermediate, then the output at its start. The projection uses
+/// `q` for its quantized input.
+pub(crate) struct Int8Ffn<'a> {
+    pub h: &'a mut [f32],
+    pub q: QBuf<'a>,
+}
+
+/// The f32/fp16 feed-forward phase's buffers.
+pub(crate) struct FloatFfn<'a> {
     pub h: &'a mut [f32],
     pub out: &'a mut [f32],
-    pub xq: QBuf<'a>,
-    pub hq: QBuf<'a>,
 }
 
 impl ArenaPlan {
@@ -363,10 +371,16 @@ impl AttentionPlan {
 }
 
 impl FfnPlan {
-    /// The feed-forward phase's buffers in `region`.
-    pub(crate) fn carve<'a>(&self, region: &'a mut [u8]) -> Result<Ffn<'a>, Error> {
+    /// The int8 phase's buffers in `region`.
+    pub(crate) fn int8<'a>(&self, region: &'a mut [u8]) -> Result<Int8Ffn<'a>, Error> {
         let mut c = Carve::new(region);
-        Ok(Ffn { h: c.f32s(self.h)?, out: c.f32s(self.out)?, xq: c.q(self.xq)?, hq: c.q(self.hq)? })
+        Ok(Int8Ffn { h: c.f32s(self.h)?, q: c.q(self.q)? })
+    }
+
+    /// The f32/fp16 phase's buffers in `region`.
+    pub(crate) fn float<'a>(&self, region: &'a mut [u8]) -> Result<FloatFfn<'a>, Error> {
+        let mut c = Carve::new(region);
+        Ok(FloatFfn { h: c.f32s(self.h)?, out: c.f32s(self.out)? })
     }
 }
 
@@ -388,18 +402,6 @@ impl QBuf<'_> {
         let stride = round_up(cols, self.group);
         let groups = stride / self.group;
         (&mut self.values[start * stride..], &mut self.scales[start * groups..])
-    }
-
-    /// The first `rows` rows of a matrix of `cols` columns, read-only.
-    pub fn view(&self, rows: usize, cols: usize) -> QRows<'_> {
-        let stride = round_up(cols, self.group);
-        let groups = stride / self.group;
-        QRows {
-            values: &self.values[..rows * stride],
-            scales: &self.scales[..rows * groups],
-            stride,
-            group: self.group,
-        }
     }
 }
 
@@ -492,12 +494,17 @@ mod tests {
                 let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut arena);
                 let whole = plan.carve(bytes).expect("whole");
                 assert_eq!(whole.x.len(), (config.num_queries * config.hidden) as usize);
+                let (n, i) = (config.num_queries as usize, config.intermediate as usize);
                 match precision {
-                    Precision::Int8 => drop(plan.attention.int8(whole.region).expect("int8 attention")),
-                    _ => drop(plan.attention.float(whole.region).expect("float attention")),
+                    Precision::Int8 => {
+                        drop(plan.attention.int8(whole.region).expect("int8 attention"));
+                        assert_eq!(plan.ffn.int8(whole.region).expect("int8 ffn").h.len(), n * i);
+                    }
+                    _ => {
+                        drop(plan.attention.float(whole.region).expect("float attention"));
+                        assert_eq!(plan.ffn.float(whole.region).expect("float ffn").h.len(), n * i);
+                    }
                 }
-                let ffn = plan.ffn.carve(whole.region).expect("ffn");
-                assert_eq!(ffn.h.len(), (config.num_queries * config.intermediate) as usize);
             }
         }
     }
