@@ -494,14 +494,14 @@ mod tests {
                 let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut arena);
                 let whole = plan.carve(bytes).expect("whole");
                 assert_eq!(whole.x.len(), (config.num_queries * config.hidden) as usize);
-                let (n, i) = (config.num_queries as usize, config.intermediate as usize);
+                let (n, d, i) = (config.num_queries as usize, config.hidden as usize, config.intermediate as usize);
                 match precision {
                     Precision::Int8 => {
-                        drop(plan.attention.int8(whole.region).expect("int8 attention"));
+                        assert_eq!(plan.attention.int8(whole.region).expect("int8 attention").q.len(), n * d);
                         assert_eq!(plan.ffn.int8(whole.region).expect("int8 ffn").h.len(), n * i);
                     }
                     _ => {
-                        drop(plan.attention.float(whole.region).expect("float attention"));
+                        assert_eq!(plan.attention.float(whole.region).expect("float attention").q.len(), n * d);
                         assert_eq!(plan.ffn.float(whole.region).expect("float ffn").h.len(), n * i);
                     }
                 }
