@@ -380,3 +380,17 @@ fn inputs_that_are_not_regular_files_are_refused() {
     let e = format!("{:#}", qformer_std::io::read_images(&fifo).unwrap_err());
     assert!(e.contains("is not a regular file (it is a FIFO)"), "{e}");
 }
+
+#[test]
+fn inputs_larger_than_memory_are_refused_before_reading() {
+    // A sparse file: no disk space used, and the read must not even start.
+    let Some(avail) = qformer_std::files::available_memory() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.safetensors");
+    let f = std::fs::File::create(&path).unwrap();
+    f.set_len(avail + (1 << 30)).unwrap();
+    let t = std::time::Instant::now();
+    let e = format!("{:#}", qformer_std::io::read_images(&path).unwrap_err());
+    assert!(e.contains("bytes of memory available"), "{e}");
+    assert!(t.elapsed().as_secs() < 5, "it read the file");
+}
