@@ -438,3 +438,29 @@ fn synth_onto_a_full_disk_removes_what_it_created() {
         std::fs::read_dir(&existing).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert_eq!(left, ["notes.txt"]);
 }
+
+#[cfg(unix)]
+#[test]
+fn interrupted_synth_removes_the_directory_it_created() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("b2");
+    // BLIP-2's checkpoint takes seconds to draw and write: time to interrupt it.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qformer"))
+        .args(["synth".as_ref(), target.as_os_str()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while !target.exists() {
+        assert!(child.try_wait().unwrap().is_none(), "synth finished before it could be interrupted");
+        assert!(t.elapsed().as_secs() < 30, "synth created no directory");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap().success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(15), "{status:?}");
+    assert!(!target.exists(), "the interrupted synth left {}", target.display());
+}
