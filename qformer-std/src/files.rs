@@ -185,8 +185,10 @@ pub fn remove_temporaries_on_signals() -> Result<()> {
     #[cfg(unix)]
     {
         use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-        let mut signals =
-            signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).context("cannot install signal handlers")?;
+        // A signal ignored at start stays ignored: `nohup` ignores SIGHUP, and a shell's
+        // background job SIGINT; catching them would end such a run after all.
+        let wanted: Vec<i32> = [SIGINT, SIGTERM, SIGHUP].into_iter().filter(|&s| !is_ignored(s)).collect();
+        let mut signals = signal_hook::iterator::Signals::new(wanted).context("cannot install signal handlers")?;
         // An explicit small stack: the thread only removes files, and RUST_MIN_STACK must
         // not decide whether it starts.
         std::thread::Builder::new()
@@ -210,6 +212,18 @@ pub fn remove_temporaries_on_signals() -> Result<()> {
             .context("cannot start the signal thread")?;
     }
     Ok(())
+}
+
+/// Whether `sig`'s disposition is "ignore" (as inherited from the parent).
+#[cfg(unix)]
+fn is_ignored(sig: i32) -> bool {
+    let mut old = std::mem::MaybeUninit::<libc::sigaction>::zeroed();
+    // SAFETY: with a null new action, sigaction only writes the current one into `old`,
+    // a valid, writable sigaction (zeroed, so every field is initialised either way).
+    let rc = unsafe { libc::sigaction(sig, std::ptr::null(), old.as_mut_ptr()) };
+    // SAFETY: zero-initialised above and possibly overwritten by the kernel: initialised.
+    let old = unsafe { old.assume_init() };
+    rc == 0 && old.sa_sigaction == libc::SIG_IGN
 }
 
 /// A directory this process creates, removed (with its contents) when dropped before

@@ -175,7 +175,7 @@ impl Threads {
     /// [`Threads::max`] is refused: threads beyond the cores only compete for them.
     pub fn new(n: usize) -> Result<Threads> {
         let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
-        let n = if n == 0 { cores } else { n };
+        let n = if n == 0 { cores.min(MAX_THREADS) } else { n };
         if n > Threads::max() {
             bail!(
                 "{n} threads asked for, at most {} allowed (4 per available core, {cores} cores here, and never more than {MAX_THREADS}); 0 means one per core",

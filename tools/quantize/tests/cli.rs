@@ -213,4 +213,24 @@ fn interrupted_quantize_leaves_no_temporary_file() {
         assert_eq!(status.signal(), Some(number), "{status:?}");
         assert_eq!(names_in(out_dir.path()), Vec::<String>::new(), "SIG{signal} left files behind");
     }
+    // A signal ignored by the parent stays ignored (`nohup quantize ...` survives a hang-up).
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("m.qfb");
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("trap '' HUP; exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_quantize"))
+        .args([ckpt.path().as_os_str(), "-o".as_ref(), out.as_os_str(), "-q".as_ref()])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while !names_in(out_dir.path()).iter().any(|n| n.ends_with(".tmp")) {
+        assert!(child.try_wait().unwrap().is_none(), "quantize finished before the hang-up");
+        assert!(t.elapsed().as_secs() < 30, "no temporary file appeared");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert!(Command::new("kill").arg("-HUP").arg(child.id().to_string()).status().unwrap().success());
+    assert!(child.wait().unwrap().success(), "an ignored SIGHUP ended quantize");
+    assert_eq!(names_in(out_dir.path()), ["m.qfb"]);
 }
