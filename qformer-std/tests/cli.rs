@@ -464,3 +464,35 @@ fn interrupted_synth_removes_the_directory_it_created() {
     assert_eq!(status.signal(), Some(15), "{status:?}");
     assert!(!target.exists(), "the interrupted synth left {}", target.display());
 }
+
+#[test]
+fn absurd_synth_batches_and_bench_iterations_fail_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("s");
+    for (batch, want) in [
+        ("0", "--batch must be at least 1"),
+        ("100000000000000", "than this machine can address"),
+        ("1000000000", "of memory available"),
+    ] {
+        let o = qformer_within(&["synth".as_ref(), target.as_os_str(), "--batch".as_ref(), batch.as_ref()], 30);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{batch}: {err}");
+        assert!(err.contains(want), "{batch}: {err}");
+        assert!(!target.exists());
+    }
+    // `--iters` was an allocation size (a capacity-overflow panic at once); now it only
+    // counts, so the bench is still running when stopped.
+    let (blob, _) = setup(dir.path(), qformer_core::Precision::Int8);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qformer"))
+        .args(["bench".as_ref(), blob.as_os_str(), "--warmup".as_ref(), "0".as_ref()])
+        .args(["--iters", "18446744073709551615"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let early = child.try_wait().unwrap();
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    assert!(early.is_none(), "bench ended at once: {}", String::from_utf8_lossy(&out.stderr));
+}

@@ -315,7 +315,8 @@ fn bench(
     for _ in 0..warmup {
         run()?;
     }
-    let mut ms = Vec::with_capacity(iters);
+    // Grown as it goes: `--iters` is the user's number, not an allocation size.
+    let mut ms = Vec::new();
     for _ in 0..iters {
         let t = Instant::now();
         run()?;
@@ -387,6 +388,17 @@ fn synth_checkpoint(dir: &Path, preset: Preset, batch: usize, outliers: &[usize]
     if let Some(c) = outliers.iter().find(|&&c| c >= config.encoder_hidden as usize) {
         bail!("outlier channel {c} is beyond d_v = {}", config.encoder_hidden);
     }
+    let (m, dv) = (config.max_image_tokens as usize, config.encoder_hidden as usize);
+    if batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    match (batch.checked_mul(m * dv * 4), qformer_std::files::available_memory()) {
+        (None, _) => bail!("--batch {batch} needs more bytes of image features than this machine can address"),
+        (Some(n), Some(avail)) if n as u64 > avail / 2 => bail!(
+            "--batch {batch} needs {n} bytes of image features, more than half the {avail} bytes of memory available"
+        ),
+        _ => {}
+    }
     // A failure (a full disk) or a signal removes what this command created: the directory
     // if it made it, else the files that were not there before.
     let created = CreatedDir::create(dir)?;
@@ -396,20 +408,19 @@ fn synth_checkpoint(dir: &Path, preset: Preset, batch: usize, outliers: &[usize]
     let result = (|| {
         let w = synth::Spec::hf_init(config, seed).build();
         qformer_std::weights::save_hf_checkpoint(&w, dir)?;
-        let (m, dv) = (config.max_image_tokens as usize, config.encoder_hidden as usize);
         let images = synth::images(seed + 1, batch, m, dv, outliers, 30.0);
         write_tensors(&dir.join("input.safetensors"), &[("image_embeds", vec![batch, m, dv], &images)])?;
-        Ok((m, dv))
+        Ok(())
     })();
-    let (m, dv) = match result {
-        Ok(v) => v,
+    match result {
+        Ok(()) => {}
         Err(e) => {
             for f in &new_files {
                 let _ = std::fs::remove_file(f);
             }
             return Err(e);
         }
-    };
+    }
     created.keep();
     println!("wrote {} (config.json, model.safetensors, input.safetensors: {batch} x {m} x {dv})", dir.display());
     Ok(())
