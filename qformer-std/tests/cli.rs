@@ -496,3 +496,41 @@ fn absurd_synth_batches_and_bench_iterations_fail_cleanly() {
     let out = child.wait_with_output().unwrap();
     assert!(early.is_none(), "bench ended at once: {}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[cfg(unix)]
+#[test]
+fn interrupted_run_leaves_no_temporary_file() {
+    use std::os::unix::process::ExitStatusExt;
+    // BLIP-2's widths with two layers and 16 images: a run of a second or more.
+    let config = qformer_core::Config { num_layers: 2, ..qformer_core::Config::BLIP2 };
+    let dir = tempfile::tempdir().unwrap();
+    let w = qformer_std::synth::Spec::hf_init(config, 3).build();
+    let blob = dir.path().join("m.qfb");
+    std::fs::write(&blob, build_blob(&w, BlobOptions::new(qformer_core::Precision::Int8), || {}).unwrap()).unwrap();
+    let (b, m, dv) = (16, config.max_image_tokens as usize, config.encoder_hidden as usize);
+    let input = dir.path().join("in.safetensors");
+    let images = qformer_std::synth::images(4, b, m, dv, &[], 1.0);
+    qformer_std::io::write_tensors(&input, &[("image_embeds", vec![b, m, dv], &images)]).unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("out.safetensors");
+    let mut args = run_args(&blob, &input, &out);
+    args.extend::<[&std::ffi::OsStr; 2]>(["--threads".as_ref(), "1".as_ref()]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qformer"))
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    let tmp_seen = || {
+        std::fs::read_dir(out_dir.path()).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".tmp"))
+    };
+    while !tmp_seen() {
+        assert!(child.try_wait().unwrap().is_none(), "run finished before it could be interrupted");
+        assert!(t.elapsed().as_secs() < 30, "no temporary file appeared");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert!(Command::new("kill").arg("-INT").arg(child.id().to_string()).status().unwrap().success());
+    assert_eq!(child.wait().unwrap().signal(), Some(2));
+    assert_eq!(std::fs::read_dir(out_dir.path()).unwrap().count(), 0, "SIGINT left files behind");
+}
