@@ -181,10 +181,9 @@ fn npy_shape_larger_than_the_file_is_an_error() {
     assert!(format!("{:#}", read_npy(&dup).unwrap_err()).contains("appears twice"));
 }
 
-#[test]
-fn instructblip_names_load_like_blip2() {
-    // InstructBLIP's Q-Former keeps its input LayerNorm under `embeddings.layernorm` and has
-    // word/position embeddings and text-side layers the query path does not use.
+/// The hf_relu_f1 case turned into an InstructBLIP checkpoint the way transformers lays one
+/// out: input LayerNorm under `embeddings.layernorm`, word embeddings, text-side layers.
+fn instructblip_case() -> tempfile::TempDir {
     let dir = copy_case("hf_relu_f1");
     rewrite_safetensors(&dir.path().join("model.safetensors"), |l| {
         for t in l.iter_mut() {
@@ -206,7 +205,192 @@ fn instructblip_names_load_like_blip2() {
             f32_bytes(2048),
         ));
     });
-    let blip2 = weights("hf_relu_f1");
-    let instruct = checkpoint::load(dir.path(), &LoadOptions::default()).unwrap();
-    assert_eq!(instruct, blip2);
+    dir
+}
+
+#[test]
+fn instructblip_checkpoints_are_refused() {
+    // Running InstructBLIP's queries without the instruction gave wrong outputs silently
+    // (issue 11): until the instruction path exists, refuse. Recognised by the word
+    // embeddings of the Q-Former...
+    let dir = instructblip_case();
+    let e = load_err(dir.path(), &LoadOptions::default());
+    assert!(
+        e.contains("InstructBLIP checkpoint")
+            && e.contains("qformer.embeddings.word_embeddings.weight")
+            && e.contains("not supported yet"),
+        "{e}"
+    );
+    // ... or by the config alone.
+    for (from, to, why) in [
+        ("\"model_type\": \"blip-2\"", "\"model_type\": \"instructblip\"", "model_type \"instructblip\""),
+        (
+            "Blip2ForConditionalGeneration",
+            "InstructBlipForConditionalGeneration",
+            "InstructBlipForConditionalGeneration",
+        ),
+    ] {
+        let dir = copy_case("hf_relu_f1");
+        let cfg = dir.path().join("config.json");
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        assert!(text.contains(from), "fixture config lacks {from}");
+        std::fs::write(&cfg, text.replace(from, to)).unwrap();
+        let e = load_err(dir.path(), &LoadOptions::default());
+        assert!(e.contains("InstructBLIP checkpoint") && e.contains(why), "{e}");
+    }
+    // LAVIS keeps word embeddings in BLIP-2 / MiniGPT-4 checkpoints too (the lavis case has
+    // them): those still load; with an instruction model's projection (llm_proj) they are
+    // refused.
+    assert!(fixture_has("lavis_gelu_f2", "Qformer.bert.embeddings.word_embeddings.weight"));
+    let dir = copy_case("lavis_gelu_f2");
+    rewrite_safetensors(&dir.path().join("model.safetensors"), |l| {
+        for t in l.iter_mut() {
+            if let Some(rest) = t.0.strip_prefix("llama_proj.") {
+                t.0 = format!("llm_proj.{rest}");
+            }
+        }
+    });
+    let e = load_err(dir.path(), &load_options("lavis_gelu_f2"));
+    assert!(e.contains("InstructBLIP") && e.contains("Qformer.bert.embeddings.word_embeddings.weight"), "{e}");
+}
+
+fn fixture_has(case: &str, tensor: &str) -> bool {
+    let bytes = std::fs::read(fixture(case).join("model.safetensors")).unwrap();
+    safetensors::SafeTensors::deserialize(&bytes).unwrap().tensor(tensor).is_ok()
+}
+
+/// `config.json` of a copy of hf_relu_f1 with `from` replaced by `to`; the load error.
+fn config_err(from: &str, to: &str) -> String {
+    let dir = copy_case("hf_relu_f1");
+    let cfg = dir.path().join("config.json");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(text.contains(from), "fixture config lacks {from}");
+    std::fs::write(&cfg, text.replace(from, to)).unwrap();
+    load_err(dir.path(), &LoadOptions::default())
+}
+
+#[test]
+fn config_values_out_of_range_are_refused_by_name() {
+    // Each was accepted without a word (issue 13): replaced by a default, ignored, or
+    // turned into a blob that accepts one image token.
+    for (from, to, want) in [
+        ("\"hidden_act\": \"relu\"", "\"hidden_act\": \"swish\"", "hidden_act \"swish\" is not supported"),
+        ("\"hidden_act\": \"relu\"", "\"hidden_act\": 5", "\"hidden_act\" must be a string"),
+        ("\"hidden_act\": \"relu\"", "\"hidden_act\": null", "\"hidden_act\" must be a string"),
+        ("\"layer_norm_eps\": 1e-12", "\"layer_norm_eps\": \"nan\"", "\"layer_norm_eps\" must be a number"),
+        ("\"layer_norm_eps\": 1e-12", "\"layer_norm_eps\": 2.5", "layer_norm_eps 2.5 is out of range"),
+        ("\"layer_norm_eps\": 1e-12", "\"layer_norm_eps\": -0.001", "layer_norm_eps -0.001 is out of range"),
+        ("\"layer_norm_eps\": 1e-12", "\"layer_norm_eps\": 0", "layer_norm_eps 0 is out of range"),
+        ("\"layer_norm_eps\": 1e-12", "\"layer_norm_eps\": 1e-50", "not round to 0 as f32"),
+        ("\"encoder_hidden_size\": 24", "\"encoder_hidden_size\": 0", "\"encoder_hidden_size\" = 0 is out of range"),
+        (
+            "\"encoder_hidden_size\": 24",
+            "\"encoder_hidden_size\": 1000000000",
+            "\"encoder_hidden_size\" = 1000000000 is out of range",
+        ),
+        (
+            "\"encoder_hidden_size\": 24",
+            "\"encoder_hidden_size\": 25",
+            "encoder_hidden_size = 25 disagrees with vision_config.hidden_size = 24",
+        ),
+        ("\"image_size\": 4", "\"image_size\": 0", "\"image_size\" = 0 is out of range"),
+        ("\"patch_size\": 2", "\"patch_size\": 0", "\"patch_size\" = 0 is out of range"),
+        ("\"patch_size\": 2", "\"patch_size\": 1000000", "patch_size 1000000 is larger than image_size 4"),
+        ("\"hidden_size\": 32", "\"hidden_size\": null", "\"hidden_size\" is null"),
+    ] {
+        let e = config_err(from, to);
+        assert!(e.contains(want) && e.contains("config.json"), "{to}: {e}");
+    }
+}
+
+#[test]
+fn shard_paths_outside_the_checkpoint_folder_are_refused() {
+    let dir = copy_case("hf_sharded_gelu_f2_proj");
+    let index = dir.path().join("model.safetensors.index.json");
+    let text = std::fs::read_to_string(&index).unwrap();
+    for evil in ["../../../../etc/passwd", "/dev/zero", "sub/model-00001-of-00002.safetensors", ".."] {
+        let edited = text.replace("model-00001-of-00002.safetensors", evil);
+        assert_ne!(edited, text);
+        std::fs::write(&index, edited).unwrap();
+        let e = load_err(dir.path(), &LoadOptions::default());
+        assert!(e.contains("is not a file name in the checkpoint folder") && e.contains(evil), "{evil}: {e}");
+    }
+}
+
+#[test]
+fn special_files_get_their_own_reason() {
+    // A character device as the checkpoint said "does not exist".
+    let e = load_err(std::path::Path::new("/dev/zero"), &LoadOptions::default());
+    assert!(e.contains("/dev/zero") && e.contains("(it is a character device)"), "{e}");
+    // A FIFO config.json beside the weights said "no config.json beside"; it must not
+    // block either (nothing writes to it).
+    let dir = copy_case("hf_relu_f1");
+    let cfg = dir.path().join("config.json");
+    std::fs::remove_file(&cfg).unwrap();
+    assert!(std::process::Command::new("mkfifo").arg(&cfg).status().unwrap().success());
+    let e = load_err(dir.path(), &LoadOptions::default());
+    assert!(e.contains("config.json is not a regular file (it is a FIFO)"), "{e}");
+    // Given with --config, the same.
+    let opts = LoadOptions { config: Some(cfg.clone()), ..LoadOptions::default() };
+    let e = load_err(dir.path(), &opts);
+    assert!(e.contains("config.json is not a regular file (it is a FIFO)"), "{e}");
+    // A FIFO shard.
+    let dir = copy_case("hf_relu_f1");
+    let shard = dir.path().join("model.safetensors");
+    std::fs::remove_file(&shard).unwrap();
+    assert!(std::process::Command::new("mkfifo").arg(&shard).status().unwrap().success());
+    let e = load_err(dir.path(), &LoadOptions::default());
+    assert!(e.contains("model.safetensors is not a regular file (it is a FIFO)"), "{e}");
+}
+
+#[test]
+fn checkpoint_truncated_after_opening_is_an_error_not_a_crash() {
+    // Shards used to be memory-mapped: truncating one during quantize killed it with SIGBUS.
+    let dir = copy_case("hf_relu_f1");
+    let path = dir.path().join("model.safetensors");
+    let ck = checkpoint::Checkpoint::open(dir.path(), None).unwrap();
+    let len = std::fs::metadata(&path).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(len / 3).unwrap();
+    let e = format!("{:#}", checkpoint::load_from(&ck, &LoadOptions::default()).expect_err("truncated"));
+    assert!(e.contains("model.safetensors") && e.contains("file ends before the tensor's data"), "{e}");
+}
+
+#[test]
+fn npy_dtypes_are_named_in_words_and_float16_is_read() {
+    let e = format!("{:#}", read_npy(&npy("<i4", false, "(2, 2)", &[0; 16])).unwrap_err());
+    assert!(e.contains("dtype int32 ('<i4') is not supported (float32, float16 or float64)"), "{e}");
+    assert!(!e.contains("TypeStr") && !e.contains("Plain"), "{e}");
+    let e = format!("{:#}", read_npy(&npy("|b1", false, "(2, 2)", &[0; 4])).unwrap_err());
+    assert!(e.contains("dtype bool"), "{e}");
+    let values = [0.5f32, -2.0, 1024.0, 0.333];
+    let f16_bytes: Vec<u8> = values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect();
+    let got = read_npy(&npy("<f2", false, "(2, 2)", &f16_bytes)).unwrap();
+    let want: Vec<f32> = values.iter().map(|v| half::f16::from_f32(*v).to_f32()).collect();
+    assert_eq!((got.tokens, got.dim, got.data), (2, 2, want));
+}
+
+#[test]
+fn inputs_that_are_not_regular_files_are_refused() {
+    // `--input /dev/zero` read until the OOM killer came.
+    let e = format!("{:#}", qformer_std::io::read_images(std::path::Path::new("/dev/zero")).unwrap_err());
+    assert!(e.contains("/dev/zero is not a regular file (it is a character device)"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("in.npy");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let e = format!("{:#}", qformer_std::io::read_images(&fifo).unwrap_err());
+    assert!(e.contains("is not a regular file (it is a FIFO)"), "{e}");
+}
+
+#[test]
+fn inputs_larger_than_memory_are_refused_before_reading() {
+    // A sparse file: no disk space used, and the read must not even start.
+    let Some(avail) = qformer_std::files::available_memory() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.safetensors");
+    let f = std::fs::File::create(&path).unwrap();
+    f.set_len(avail + (1 << 30)).unwrap();
+    let t = std::time::Instant::now();
+    let e = format!("{:#}", qformer_std::io::read_images(&path).unwrap_err());
+    assert!(e.contains("bytes of memory available"), "{e}");
+    assert!(t.elapsed().as_secs() < 5, "it read the file");
 }

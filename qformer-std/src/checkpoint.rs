@@ -5,28 +5,33 @@
 //!   `model-0000k-of-0000n.safetensors` listed in `model.safetensors.index.json`;
 //! * a single `.safetensors` file, with the config given separately.
 //!
-//! Files are memory-mapped and only the Q-Former tensors (plus `query_tokens` and the
-//! language projection) are read; the vision encoder and the language model are never
-//! touched. Tensor names in Hugging Face (BLIP-2, InstructBLIP) and LAVIS (BLIP-2,
-//! MiniGPT-4) spelling are recognised; f32, f16, bf16 and f64 tensors are converted to f32.
+//! Only each shard's safetensors header and the Q-Former tensors (plus `query_tokens` and
+//! the language projection) are read, with ordinary reads (no mapping: a shard truncated
+//! while it is read is an error, not a SIGBUS); the vision encoder and the language model
+//! are never touched. Tensor names in Hugging Face (BLIP-2) and LAVIS (BLIP-2, MiniGPT-4)
+//! spelling are recognised; f32, f16, bf16 and f64 tensors are converted to f32.
+//! InstructBLIP checkpoints are refused: their instruction-aware Q-Former is not supported
+//! yet, and its queries alone do not give InstructBLIP's outputs.
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use memmap2::Mmap;
 use qformer_core::blob::{self, Role};
 use qformer_core::{Activation, Config};
-use safetensors::{Dtype, SafeTensors};
+use safetensors::tensor::Metadata;
+use safetensors::Dtype;
 use serde_json::Value;
 
+use crate::files;
 use crate::weights::{hf_name, Tensor, Weights};
 
 /// How to read a checkpoint.
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
-    /// Config file (`config.json` of BLIP-2/InstructBLIP, or a bare Q-Former config);
+    /// Config file (`config.json` of BLIP-2, or a bare Q-Former config);
     /// default: `config.json` beside the weights.
     pub config: Option<PathBuf>,
     /// Largest number of image tokens to plan for; default: from `vision_config`
@@ -45,7 +50,7 @@ pub enum Naming {
     Lavis,
 }
 
-/// One tensor's place in a shard: shape, dtype and byte range in the mapped file.
+/// One tensor's place in a shard: shape, dtype and byte range in its data section.
 struct Located {
     shard: usize,
     shape: Vec<usize>,
@@ -55,91 +60,154 @@ struct Located {
 
 struct Shard {
     path: PathBuf,
-    map: Mmap,
+    file: File,
+    /// File offset of the data section (8 + header length).
+    data_start: u64,
 }
 
-/// The memory-mapped files of a checkpoint and where each tensor lives.
+/// The open files of a checkpoint and where each tensor lives.
 pub struct Checkpoint {
     shards: Vec<Shard>,
     /// Tensor name → where it is, read once from the shard headers at open.
     index: BTreeMap<String, Located>,
     config_path: Option<PathBuf>,
+    /// Every file this checkpoint is read from (shards, index, config).
+    files: Vec<PathBuf>,
     source: PathBuf,
 }
 
-fn open_map(path: &Path) -> Result<Mmap> {
-    let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    // SAFETY: the file is mapped read-only; we only read it while the map lives. A file
-    // modified by another process while mapped may give inconsistent tensor values but
-    // cannot make safe code unsound, since the bytes are only ever read as plain numbers.
-    let map = unsafe { Mmap::map(&f) }.with_context(|| format!("cannot map {}", path.display()))?;
-    Ok(map)
+/// safetensors' own limit on the JSON header.
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+/// Largest config or index file read (real ones are a few KiB).
+const MAX_JSON_BYTES: u64 = 64 << 20;
+
+/// Opens a shard and reads its safetensors header, checking that the data section it
+/// describes is exactly the rest of the file.
+fn open_shard(path: &Path) -> Result<(Shard, Metadata)> {
+    let invalid = |why: String| anyhow!("{}: not a valid safetensors file: {why}", path.display());
+    let (mut file, len) = files::open_regular(path)?;
+    let mut n = [0u8; 8];
+    if len < 8 {
+        return Err(invalid(format!("{len} bytes, shorter than the 8-byte header length")));
+    }
+    file.read_exact(&mut n).with_context(|| format!("cannot read {}", path.display()))?;
+    let n = u64::from_le_bytes(n);
+    if n > MAX_HEADER_BYTES || n > len - 8 {
+        return Err(invalid(format!("header length {n} exceeds the file or safetensors' limit")));
+    }
+    let mut header = vec![0u8; n as usize];
+    file.read_exact(&mut header).with_context(|| format!("cannot read the header of {}", path.display()))?;
+    let text = std::str::from_utf8(&header).map_err(|e| invalid(format!("header is not UTF-8: {e}")))?;
+    let meta: Metadata = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
+    let data_start = 8 + n;
+    if data_start + meta.data_len() as u64 != len {
+        return Err(invalid(format!(
+            "the header describes {} data bytes, the file holds {}",
+            meta.data_len(),
+            len - data_start
+        )));
+    }
+    Ok((Shard { path: path.to_path_buf(), file, data_start }, meta))
+}
+
+/// Whether `name` (a `weight_map` value) is a plain file name, so the shard is a file of
+/// the checkpoint folder (links inside it, as in the Hugging Face cache, are followed).
+fn plain_file_name(name: &str) -> bool {
+    let p = Path::new(name);
+    !name.is_empty()
+        && !name.contains(['/', '\\'])
+        && matches!(p.components().collect::<Vec<_>>()[..], [std::path::Component::Normal(_)])
 }
 
 impl Checkpoint {
     /// Opens `path` (directory or `.safetensors` file) and reads the safetensors headers.
     pub fn open(path: &Path, config: Option<&Path>) -> Result<Checkpoint> {
-        let (files, default_config) = if path.is_dir() {
+        let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => anyhow!("{} does not exist", path.display()),
+            _ => anyhow!("cannot open {}: {e}", path.display()),
+        })?;
+        let mut read_files = Vec::new();
+        let (shard_files, default_config) = if meta.is_dir() {
             let index = path.join("model.safetensors.index.json");
-            let files = if index.is_file() {
-                let text =
-                    std::fs::read_to_string(&index).with_context(|| format!("cannot read {}", index.display()))?;
+            let single = path.join("model.safetensors");
+            let shard_files = if std::fs::symlink_metadata(&index).is_ok() {
+                let bytes = files::read_bounded(&index, MAX_JSON_BYTES, "the limit for an index file")?;
+                read_files.push(index.clone());
                 let v: Value =
-                    serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", index.display()))?;
+                    serde_json::from_slice(&bytes).with_context(|| format!("{} is not valid JSON", index.display()))?;
                 let map = v
                     .get("weight_map")
                     .and_then(Value::as_object)
                     .ok_or_else(|| anyhow!("{} has no \"weight_map\" object", index.display()))?;
-                let mut files: Vec<PathBuf> = Vec::new();
+                let mut shard_files: Vec<PathBuf> = Vec::new();
                 for f in map.values() {
                     let name = f
                         .as_str()
                         .ok_or_else(|| anyhow!("{}: weight_map values must be file names", index.display()))?;
+                    if !plain_file_name(name) {
+                        bail!(
+                            "{}: shard {name:?} is not a file name in the checkpoint folder (weight_map values name files beside the index)",
+                            index.display()
+                        );
+                    }
                     let p = path.join(name);
-                    if !files.contains(&p) {
-                        files.push(p);
+                    if !shard_files.contains(&p) {
+                        shard_files.push(p);
                     }
                 }
-                files.sort();
-                files
-            } else if path.join("model.safetensors").is_file() {
-                vec![path.join("model.safetensors")]
+                shard_files.sort();
+                shard_files
+            } else if std::fs::symlink_metadata(&single).is_ok() {
+                vec![single]
             } else {
                 bail!("{} has neither model.safetensors nor model.safetensors.index.json", path.display());
             };
-            (files, path.join("config.json"))
-        } else if path.is_file() {
+            (shard_files, path.join("config.json"))
+        } else if meta.is_file() {
             let dir = path.parent().unwrap_or(Path::new("."));
             (vec![path.to_path_buf()], dir.join("config.json"))
         } else {
-            bail!("{} does not exist", path.display());
+            bail!(
+                "{} is neither a checkpoint directory nor a .safetensors file (it is {})",
+                path.display(),
+                files::kind(&meta.file_type())
+            );
         };
         let config_path = match config {
             Some(c) => Some(c.to_path_buf()),
-            None => default_config.is_file().then_some(default_config),
+            // A config.json that exists but is no regular file is an error, not "absent".
+            None if std::fs::symlink_metadata(&default_config).is_ok() => {
+                files::require_regular(&default_config)?;
+                Some(default_config)
+            }
+            None => None,
         };
+        read_files.extend(config_path.iter().cloned());
         let mut shards = Vec::new();
         let mut index = BTreeMap::new();
-        for (i, file) in files.iter().enumerate() {
-            let map = open_map(file)?;
-            let st = SafeTensors::deserialize(&map)
-                .map_err(|e| anyhow!("{}: not a valid safetensors file: {e}", file.display()))?;
-            for (name, v) in st.iter() {
-                let start = v.data().as_ptr() as usize - map.as_ptr() as usize;
+        for (i, file) in shard_files.iter().enumerate() {
+            let (shard, meta) = open_shard(file)?;
+            for (name, info) in meta.tensors() {
                 let located = Located {
                     shard: i,
-                    shape: v.shape().to_vec(),
-                    dtype: v.dtype(),
-                    bytes: start..start + v.data().len(),
+                    shape: info.shape.clone(),
+                    dtype: info.dtype,
+                    bytes: info.data_offsets.0..info.data_offsets.1,
                 };
-                if let Some(prev) = index.insert(name.to_string(), located) {
-                    bail!("tensor {name} appears in both {} and {}", files[prev.shard].display(), file.display());
+                if let Some(prev) = index.insert(name.clone(), located) {
+                    bail!("tensor {name} appears in both {} and {}", shard_files[prev.shard].display(), file.display());
                 }
             }
-            drop(st);
-            shards.push(Shard { path: file.clone(), map });
+            read_files.push(file.clone());
+            shards.push(shard);
         }
-        Ok(Checkpoint { shards, index, config_path, source: path.to_path_buf() })
+        Ok(Checkpoint { shards, index, config_path, files: read_files, source: path.to_path_buf() })
+    }
+
+    /// Every file the checkpoint is read from: shards, index and config. An output must not
+    /// be one of them.
+    pub fn files(&self) -> impl Iterator<Item = &Path> {
+        self.files.iter().map(PathBuf::as_path)
     }
 
     /// All tensor names.
@@ -147,24 +215,35 @@ impl Checkpoint {
         self.index.keys().map(String::as_str)
     }
 
-    /// Shape and dtype of tensor `name`.
-    fn view(&self, name: &str) -> Result<(Vec<usize>, Dtype, &[u8], &Path)> {
-        let t =
-            self.index.get(name).ok_or_else(|| anyhow!("tensor {name} is missing from {}", self.source.display()))?;
-        let shard = &self.shards[t.shard];
-        // In range: `SafeTensors::deserialize` checked every tensor's offsets against the file.
-        Ok((t.shape.clone(), t.dtype, &shard.map[t.bytes.clone()], &shard.path))
+    fn locate(&self, name: &str) -> Result<&Located> {
+        self.index.get(name).ok_or_else(|| anyhow!("tensor {name} is missing from {}", self.source.display()))
     }
 
     /// Shape of tensor `name`.
     pub fn shape(&self, name: &str) -> Result<Vec<usize>> {
-        Ok(self.view(name)?.0)
+        Ok(self.locate(name)?.shape.clone())
     }
 
-    /// Tensor `name` converted to f32, with its shape.
+    /// Tensor `name` converted to f32, with its shape. Reads its bytes from the file now: a
+    /// file shortened since it was opened is an error naming it.
     pub fn read_f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
-        let (shape, dtype, bytes, file) = self.view(name)?;
-        Ok((shape, to_f32(bytes, dtype).with_context(|| format!("{}: tensor {name}", file.display()))?))
+        let t = self.locate(name)?;
+        let shard = &self.shards[t.shard];
+        let mut bytes = vec![0u8; t.bytes.len()];
+        let mut f = &shard.file;
+        f.seek(SeekFrom::Start(shard.data_start + t.bytes.start as u64))
+            .and_then(|_| f.read_exact(&mut bytes))
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => anyhow!(
+                    "{}: tensor {name}: the file ends before the tensor's data (shortened while being read?)",
+                    shard.path.display()
+                ),
+                _ => anyhow!("{}: tensor {name}: cannot read: {e}", shard.path.display()),
+            })?;
+        Ok((
+            t.shape.clone(),
+            to_f32(&bytes, t.dtype).with_context(|| format!("{}: tensor {name}", shard.path.display()))?,
+        ))
     }
 }
 
@@ -229,7 +308,7 @@ impl Names {
         };
         let has = |n: &str| names.clone().any(|k| k == n);
         let candidates: Vec<String> = match naming {
-            // BLIP-2: qformer.layernorm; InstructBLIP: qformer.embeddings.layernorm.
+            // BLIP-2: qformer.layernorm; also found as qformer.embeddings.layernorm.
             Naming::HuggingFace => vec![format!("{prefix}layernorm"), format!("{prefix}embeddings.layernorm")],
             Naming::Lavis => vec![format!("{prefix}embeddings.LayerNorm")],
         };
@@ -277,14 +356,14 @@ fn config_from_json(v: &Value, path: &Path) -> Result<(Config, Option<u32>)> {
         {
             (v, None)
         }
-        None => bail!(
-            "{}: neither a BLIP-2/InstructBLIP config (no \"qformer_config\") nor a Q-Former config",
-            path.display()
-        ),
+        None => bail!("{}: neither a BLIP-2 config (no \"qformer_config\") nor a Q-Former config", path.display()),
     };
     let int = |obj: &Value, key: &str, default: u64| -> Result<u32> {
         match obj.get(key) {
-            None | Some(Value::Null) => Ok(default as u32),
+            None => Ok(default as u32),
+            Some(Value::Null) => {
+                bail!("{}: \"{key}\" is null; give a number, or leave it out for the default {default}", path.display())
+            }
             Some(x) => x
                 .as_u64()
                 .filter(|&n| n <= u32::MAX as u64)
@@ -292,35 +371,73 @@ fn config_from_json(v: &Value, path: &Path) -> Result<(Config, Option<u32>)> {
                 .ok_or_else(|| anyhow!("{}: \"{key}\" must be a non-negative integer, found {x}", path.display())),
         }
     };
-    let act = match qf.get("hidden_act").and_then(Value::as_str).unwrap_or("gelu") {
-        "gelu" => Activation::Gelu,
-        "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => Activation::GeluTanh,
-        "relu" => Activation::Relu,
-        other => bail!(
-            "{}: hidden_act \"{other}\" is not supported (gelu, gelu_pytorch_tanh, gelu_new, relu)",
-            path.display()
-        ),
+    let act = match qf.get("hidden_act") {
+        None => Activation::Gelu,
+        Some(Value::String(name)) => match name.as_str() {
+            "gelu" => Activation::Gelu,
+            "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => Activation::GeluTanh,
+            "relu" => Activation::Relu,
+            other => bail!(
+                "{}: hidden_act \"{other}\" is not supported (gelu, gelu_pytorch_tanh, gelu_new, gelu_fast, relu)",
+                path.display()
+            ),
+        },
+        Some(other) => bail!("{}: \"hidden_act\" must be a string such as \"gelu\", found {other}", path.display()),
     };
-    let eps = qf.get("layer_norm_eps").and_then(Value::as_f64).unwrap_or(1e-12) as f32;
-    let mut encoder_hidden = int(qf, "encoder_hidden_size", 1408)?;
+    let eps = match qf.get("layer_norm_eps") {
+        None => 1e-12,
+        Some(Value::Number(n)) => {
+            let v = n.as_f64().unwrap_or(f64::NAN);
+            // The f32 the runtime uses must still be positive (1e-50 is not).
+            if !(v > 0.0 && v < 1.0 && (v as f32) > 0.0) {
+                bail!(
+                    "{}: layer_norm_eps {n} is out of range (it must be above 0, below 1, and not round to 0 as f32)",
+                    path.display()
+                );
+            }
+            v as f32
+        }
+        Some(other) => bail!("{}: \"layer_norm_eps\" must be a number such as 1e-12, found {other}", path.display()),
+    };
+    let dim = |obj: &Value, key: &str, default: u64| -> Result<u32> {
+        let v = int(obj, key, default)?;
+        if v == 0 || v > qformer_core::config::MAX_DIM {
+            bail!("{}: \"{key}\" = {v} is out of range (1 to {})", path.display(), qformer_core::config::MAX_DIM);
+        }
+        Ok(v)
+    };
+    let mut encoder_hidden = dim(qf, "encoder_hidden_size", 1408)?;
     let mut max_tokens = None;
     let mut num_queries = 0;
     if let Some(top) = top {
         num_queries = int(top, "num_query_tokens", 32)?;
         if let Some(vc) = top.get("vision_config") {
-            // Blip2Config overwrites qformer_config.encoder_hidden_size with this.
-            encoder_hidden = int(vc, "hidden_size", 1408)?;
-            let image = int(vc, "image_size", 224)?;
-            let patch = int(vc, "patch_size", 14)?;
-            if let Some(side) = image.checked_div(patch) {
-                let tokens = side.checked_mul(side).and_then(|t| t.checked_add(1)).ok_or_else(|| {
-                    anyhow!(
-                        "{}: vision_config image_size {image} / patch_size {patch} gives more image tokens than fit in u32",
-                        path.display()
-                    )
-                })?;
-                max_tokens = Some(tokens);
+            // Blip2Config overwrites qformer_config.encoder_hidden_size with this; a config
+            // that says two different widths is refused rather than silently resolved.
+            let vision_hidden = dim(vc, "hidden_size", 1408)?;
+            if qf.get("encoder_hidden_size").is_some() && vision_hidden != encoder_hidden {
+                bail!(
+                    "{}: qformer_config.encoder_hidden_size = {encoder_hidden} disagrees with vision_config.hidden_size = {vision_hidden} (the image features' width)",
+                    path.display()
+                );
             }
+            encoder_hidden = vision_hidden;
+            let image = dim(vc, "image_size", 224)?;
+            let patch = dim(vc, "patch_size", 14)?;
+            if patch > image {
+                bail!(
+                    "{}: vision_config patch_size {patch} is larger than image_size {image} (no patch fits)",
+                    path.display()
+                );
+            }
+            let side = image / patch;
+            let tokens = side.checked_mul(side).and_then(|t| t.checked_add(1)).ok_or_else(|| {
+                anyhow!(
+                    "{}: vision_config image_size {image} / patch_size {patch} gives more image tokens than fit in u32",
+                    path.display()
+                )
+            })?;
+            max_tokens = Some(tokens);
         }
     }
     let config = Config {
@@ -339,6 +456,14 @@ fn config_from_json(v: &Value, path: &Path) -> Result<(Config, Option<u32>)> {
     Ok((config, max_tokens))
 }
 
+/// The refusal of an InstructBLIP checkpoint (`why`: how it was recognised).
+fn refuse_instructblip(ck: &Checkpoint, why: &str) -> Result<()> {
+    bail!(
+        "{} is an InstructBLIP checkpoint ({why}): the instruction-aware Q-Former (instruction tokens through word embeddings and text-side layers) is not supported yet, and its query tokens alone do not give InstructBLIP's outputs",
+        ck.source.display()
+    )
+}
+
 fn fmt_shape(s: &[usize]) -> String {
     format!("[{}]", s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "))
 }
@@ -352,14 +477,36 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Weights> {
 /// Loads the Q-Former of an opened checkpoint.
 pub fn load_from(ck: &Checkpoint, opts: &LoadOptions) -> Result<Weights> {
     let names = Names::detect(ck.names(), &ck.source)?;
+    let has = |n: &str| ck.index.contains_key(n);
+    // Hugging Face's BLIP-2 Q-Former has no text embeddings; InstructBLIP's has. LAVIS keeps
+    // them in BLIP-2's stage-1 and MiniGPT-4 checkpoints too (unused by the queries), so
+    // there only with an instruction model's language projection (Vicuna's llm_proj, T5's
+    // t5_proj).
+    let word_embeddings = format!("{}embeddings.word_embeddings.weight", names.prefix);
+    let instruct_tensors = has(&word_embeddings)
+        && (names.naming == Naming::HuggingFace
+            || matches!(names.projection.as_deref(), Some("llm_proj") | Some("t5_proj")));
+    if instruct_tensors {
+        refuse_instructblip(ck, &format!("it has {word_embeddings}"))?;
+    }
     let config_path = ck
         .config_path
         .clone()
         .ok_or_else(|| anyhow!("no config.json beside {}; pass the config file with --config", ck.source.display()))?;
-    let text =
-        std::fs::read_to_string(&config_path).with_context(|| format!("cannot read {}", config_path.display()))?;
+    let text = files::read_bounded(&config_path, MAX_JSON_BYTES, "the limit for a config file")?;
     let json: Value =
-        serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", config_path.display()))?;
+        serde_json::from_slice(&text).with_context(|| format!("{} is not valid JSON", config_path.display()))?;
+    let model_type = json.get("model_type").and_then(Value::as_str).unwrap_or("");
+    let instruct_arch = json
+        .get("architectures")
+        .and_then(Value::as_array)
+        .and_then(|a| a.iter().filter_map(Value::as_str).find(|a| a.starts_with("InstructBlip")));
+    if model_type == "instructblip" {
+        refuse_instructblip(ck, &format!("{} says model_type \"instructblip\"", config_path.display()))?;
+    }
+    if let Some(arch) = instruct_arch {
+        refuse_instructblip(ck, &format!("{} says architectures [\"{arch}\"]", config_path.display()))?;
+    }
     let (mut config, vision_tokens) = config_from_json(&json, &config_path)?;
 
     // Shapes the config does not carry come from the tensors.

@@ -1,7 +1,7 @@
 //! Input features and outputs on disk.
 //!
 //! Inputs: a safetensors file with `image_embeds` of shape `[M, d_v]` or `[B, M, d_v]`
-//! (f32, f16, bf16 or f64), or a `.npy` array of the same shapes (f32 or f64).
+//! (f32, f16, bf16 or f64), or a `.npy` array of the same shapes (float32, float16 or float64).
 //! Outputs: safetensors with `qformer_output` `[B, N, d]` and, for models with a language
 //! projection, `projected` `[B, N, d_llm]`, both f32.
 
@@ -151,25 +151,63 @@ fn fortran_to_c(data: &[f32], shape: &[usize]) -> Vec<f32> {
     out
 }
 
-/// Reads `image_embeds` from a safetensors file or a `.npy` file.
+/// A `.npy` dtype in words, with NumPy's code: `int32 ('<i4')`.
+fn npy_dtype_name(dtype: &npyz::DType) -> String {
+    use npyz::TypeChar;
+    let npyz::DType::Plain(t) = dtype else { return "a structured (record) dtype".to_string() };
+    let bits = t.size_field().saturating_mul(8);
+    let words = match t.type_char() {
+        TypeChar::Bool => "bool".to_string(),
+        TypeChar::Int => format!("int{bits}"),
+        TypeChar::Uint => format!("uint{bits}"),
+        TypeChar::Float => format!("float{bits}"),
+        TypeChar::Complex => format!("complex{bits}"),
+        TypeChar::TimeDelta => "timedelta64".to_string(),
+        TypeChar::DateTime => "datetime64".to_string(),
+        TypeChar::ByteStr => "bytes".to_string(),
+        TypeChar::UnicodeStr => "str".to_string(),
+        TypeChar::Object => "Python objects".to_string(),
+        TypeChar::RawData => "raw bytes (void)".to_string(),
+        _ => "an unknown type".to_string(),
+    };
+    format!("{words} ('{t}')")
+}
+
+/// Reads `image_embeds` from a safetensors file or a `.npy` file. The file must be a
+/// regular file no larger than the memory available (a FIFO or `/dev/zero` is refused
+/// before reading).
 pub fn read_images(path: &Path) -> Result<Images> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = crate::files::read_bounded(path, u64::MAX, "any limit")?;
     if path.extension().is_some_and(|e| e == "npy") {
         let (shape, fortran) =
             npy_shape(&bytes).with_context(|| format!("{}: not a valid .npy file", path.display()))?;
         let npy =
             npyz::NpyFile::new(&bytes[..]).with_context(|| format!("{}: not a valid .npy file", path.display()))?;
-        let data: Vec<f32> = match npy.dtype() {
-            npyz::DType::Plain(t) if t.type_char() == npyz::TypeChar::Float && t.size_field() == 4 => {
-                npy.into_vec::<f32>().with_context(|| format!("{}: cannot read f32 data", path.display()))?
+        let float_bytes = match npy.dtype() {
+            npyz::DType::Plain(t) if t.type_char() == npyz::TypeChar::Float => Some(t.size_field()),
+            _ => None,
+        };
+        let data: Vec<f32> = match float_bytes {
+            Some(4) => {
+                npy.into_vec::<f32>().with_context(|| format!("{}: cannot read float32 data", path.display()))?
             }
-            npyz::DType::Plain(t) if t.type_char() == npyz::TypeChar::Float && t.size_field() == 8 => npy
+            Some(8) => npy
                 .into_vec::<f64>()
-                .with_context(|| format!("{}: cannot read f64 data", path.display()))?
+                .with_context(|| format!("{}: cannot read float64 data", path.display()))?
                 .into_iter()
                 .map(|v| v as f32)
                 .collect(),
-            other => bail!("{}: dtype {other:?} is not supported (f32 or f64)", path.display()),
+            Some(2) => npy
+                .into_vec::<half::f16>()
+                .with_context(|| format!("{}: cannot read float16 data", path.display()))?
+                .into_iter()
+                .map(f32::from)
+                .collect(),
+            _ => bail!(
+                "{}: dtype {} is not supported (float32, float16 or float64)",
+                path.display(),
+                npy_dtype_name(&npy.dtype())
+            ),
         };
         // NumPy saves a transposed array as is, with `fortran_order: True`.
         let data = if fortran { fortran_to_c(&data, &shape) } else { data };
@@ -182,8 +220,8 @@ pub fn read_images(path: &Path) -> Result<Images> {
     images_from(v.shape(), data, &format!("{}: image_embeds", path.display()))
 }
 
-/// Writes named f32 tensors as a safetensors file, atomically.
-pub fn write_tensors(path: &Path, tensors: &[(&str, Vec<usize>, &[f32])]) -> Result<()> {
+/// Encodes named f32 tensors as safetensors bytes.
+pub fn encode_tensors(tensors: &[(&str, Vec<usize>, &[f32])]) -> Result<Vec<u8>> {
     let views = tensors
         .iter()
         .map(|(name, shape, data)| {
@@ -191,6 +229,10 @@ pub fn write_tensors(path: &Path, tensors: &[(&str, Vec<usize>, &[f32])]) -> Res
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| anyhow!("cannot encode outputs: {e}"))?;
-    let bytes = safetensors::serialize(views, None).map_err(|e| anyhow!("cannot encode outputs: {e}"))?;
-    crate::write_atomic(path, &bytes)
+    safetensors::serialize(views, None).map_err(|e| anyhow!("cannot encode outputs: {e}"))
+}
+
+/// Writes named f32 tensors as a safetensors file, atomically (see [`crate::files::Output`]).
+pub fn write_tensors(path: &Path, tensors: &[(&str, Vec<usize>, &[f32])]) -> Result<()> {
+    crate::write_atomic(path, &encode_tensors(tensors)?)
 }

@@ -2,14 +2,52 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use std::io::{Read, Seek};
+
+use anyhow::{bail, Context, Result};
 use memmap2::Mmap;
+use qformer_core::blob::{FORMAT_VERSION, HEADER_BYTES, MAGIC};
 use qformer_core::Model;
 
-/// Blob bytes that start 16-byte aligned: memory-mapped from a file (page aligned), or an
-/// owned copy in a `u128` buffer.
+use crate::files;
+
+/// Compares a file's length with the size its blob header declares, reading only the first
+/// 20 bytes, so that a large file that is not this blob is refused without reading it. The
+/// errors are the core's (`Model::from_blob` checks the same, in the same order); a file too
+/// short for a header is left to it.
+fn check_declared_size(f: &mut std::fs::File, len: u64, path: &Path) -> Result<()> {
+    if len < HEADER_BYTES as u64 {
+        return Ok(());
+    }
+    let mut head = [0u8; 20];
+    f.read_exact(&mut head).with_context(|| format!("cannot read {}", path.display()))?;
+    f.rewind().with_context(|| format!("cannot read {}", path.display()))?;
+    let word = |at: usize| u32::from_le_bytes([head[at], head[at + 1], head[at + 2], head[at + 3]]);
+    let error = if head[..8] != MAGIC {
+        qformer_core::Error::BadMagic
+    } else if word(8) != FORMAT_VERSION {
+        qformer_core::Error::UnsupportedVersion { found: word(8), supported: FORMAT_VERSION }
+    } else if u64::from(word(16)) > len {
+        qformer_core::Error::Truncated { needed: word(16) as usize, available: len as usize }
+    } else if u64::from(word(16)) < len {
+        qformer_core::Error::TrailingBytes { declared: word(16) as usize, available: len as usize }
+    } else {
+        return Ok(());
+    };
+    bail!("{}: {error}", path.display())
+}
+
+/// Blob bytes that start 16-byte aligned: read into memory (the default), or memory-mapped
+/// from a file on request.
+///
+/// A read copy is what `Model::from_blob` validated, checksum included, and nothing can
+/// change it under the forward. A mapping is what a blob larger than the available memory
+/// needs, at a price: another process that rewrites the file changes what the forward reads
+/// after validation (wrong output), and one that truncates it makes the next access to a
+/// vanished page raise SIGBUS, which a portable program cannot catch. So mapping is opt-in
+/// (`--mmap`), and only for regular files.
 pub enum BlobBytes {
-    /// A read-only file mapping: a blob larger than RAM still opens at once.
+    /// A read-only file mapping.
     Mapped(Mmap),
     /// An aligned copy.
     Owned {
@@ -20,17 +58,58 @@ pub enum BlobBytes {
     },
 }
 
+/// Asks Linux to back `buf` with transparent huge pages where it may (`madvise` mode): a
+/// large read then takes a few hundred page faults instead of one per 4 KiB. Only a hint;
+/// nothing changes if it is refused.
+fn advise_huge_pages(buf: &mut [u8]) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let start = buf.as_mut_ptr() as usize;
+        let (first, end) = (start.next_multiple_of(HUGE), start + buf.len());
+        if end > first + HUGE {
+            let len = (end - first) / HUGE * HUGE;
+            // SAFETY: [first, first + len) lies inside `buf`, which this function borrows
+            // mutably, and starts at a 2 MiB (so page) boundary; MADV_HUGEPAGE changes how
+            // the pages are backed, never their contents.
+            unsafe { libc::madvise(first as *mut libc::c_void, len, libc::MADV_HUGEPAGE) };
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = buf;
+}
+
+/// The blob format's size limit: offsets are `u32`.
+const MAX_BLOB_BYTES: u64 = u32::MAX as u64;
+
 impl BlobBytes {
-    /// Memory-maps `path`.
+    /// Reads the blob at `path` into aligned memory. Refuses what is not a regular file, a
+    /// file over the format's 4 GiB or over the memory available, and a file whose length
+    /// disagrees with the size its header declares (before reading the rest); a file that
+    /// changes size while being read is an error.
     pub fn open(path: &Path) -> Result<BlobBytes> {
-        let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        let len = f.metadata().with_context(|| format!("cannot stat {}", path.display()))?.len();
+        let (mut f, len) = files::open_regular(path)?;
+        check_declared_size(&mut f, len, path)?;
+        files::check_size(path, len, MAX_BLOB_BYTES, "the blob format's limit")?;
+        let len = len as usize;
+        let mut buf = vec![0u128; len.div_ceil(16)];
+        advise_huge_pages(bytemuck::cast_slice_mut(&mut buf));
+        files::read_whole(&mut f, &mut bytemuck::cast_slice_mut::<u128, u8>(&mut buf)[..len], path)?;
+        Ok(BlobBytes::Owned { buf, len })
+    }
+
+    /// Memory-maps the blob at `path` (a regular file; see the type's documentation for
+    /// what a mapping cannot protect against).
+    pub fn map(path: &Path) -> Result<BlobBytes> {
+        let (mut f, len) = files::open_regular(path)?;
+        check_declared_size(&mut f, len, path)?;
         if len == 0 {
             return Ok(BlobBytes::copy(&[]));
         }
-        // SAFETY: read-only mapping, only read as plain bytes; `Model::from_blob` validates
-        // every byte it later interprets, and the checksum catches a file changed between
-        // mapping and validation.
+        // SAFETY: a read-only mapping of a regular file, only ever read as plain bytes;
+        // `Model::from_blob` validates every byte it later interprets, and its checksum
+        // catches a file changed between mapping and validation. A change after validation
+        // can give wrong numbers, not unsoundness; a truncation raises SIGBUS (documented).
         let map = unsafe { Mmap::map(&f) }.with_context(|| format!("cannot map {}", path.display()))?;
         Ok(BlobBytes::Mapped(map))
     }
@@ -92,15 +171,41 @@ pub struct Threads {
 }
 
 impl Threads {
-    /// `n` threads in all, the caller's included; 0 means one per available core.
+    /// `n` threads in all, the caller's included; 0 means one per available core. More than
+    /// [`Threads::max`] is refused: threads beyond the cores only compete for them.
     pub fn new(n: usize) -> Result<Threads> {
-        let n = if n == 0 { std::thread::available_parallelism().map_or(1, |c| c.get()) } else { n };
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        let n = if n == 0 { cores.min(MAX_THREADS) } else { n };
+        if n > Threads::max() {
+            bail!(
+                "{n} threads asked for, at most {} allowed (4 per available core, {cores} cores here, and never more than {MAX_THREADS}); 0 means one per core",
+                Threads::max()
+            );
+        }
         let pool = if n > 1 {
-            Some(rayon::ThreadPoolBuilder::new().num_threads(n - 1).build().context("cannot start worker threads")?)
+            // The pool error's text already carries its cause: no second context layer.
+            Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n - 1)
+                    .build()
+                    .map_err(|e| anyhow::anyhow!("cannot start {} worker threads: {e}", n - 1))?,
+            )
         } else {
             None
         };
         Ok(Threads { threads: n, pool })
+    }
+}
+
+/// The absolute limit on [`Threads::new`], whatever the core count.
+pub const MAX_THREADS: usize = 1024;
+
+impl Threads {
+    /// The most threads [`Threads::new`] accepts here: 4 per available core, at most
+    /// [`MAX_THREADS`].
+    pub fn max() -> usize {
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        cores.saturating_mul(4).min(MAX_THREADS)
     }
 }
 

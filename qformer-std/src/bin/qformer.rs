@@ -10,18 +10,15 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use qformer_core::{Model, Precision};
 use qformer_std::checkpoint::{self, LoadOptions};
-use qformer_std::io::{read_images, write_tensors, Images};
+use qformer_std::files::{CreatedDir, Output};
+use qformer_std::io::{encode_tensors, read_images, write_tensors, Images};
 use qformer_std::metrics::{agreement, Agreement};
 use qformer_std::runtime::{detect_kernels, run_batch, run_batch_with, BlobBytes, Threads};
 use qformer_std::writer::{build_blob, BlobOptions};
 use qformer_std::{reference, report, synth};
 
 #[derive(Parser)]
-#[command(
-    name = "qformer",
-    version,
-    about = "Run, verify and inspect quantized Q-Former blobs (BLIP-2, InstructBLIP, MiniGPT-4)"
-)]
+#[command(name = "qformer", version, about = "Run, verify and inspect quantized Q-Former blobs (BLIP-2, MiniGPT-4)")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -37,11 +34,16 @@ enum Command {
         #[arg(long)]
         input: PathBuf,
         /// Output safetensors: `qformer_output` [B, N, d] and `projected` [B, N, d_llm].
+        /// Written through a temporary file and a rename; a symbolic link is followed, a
+        /// device or FIFO written in place, an input never overwritten.
         #[arg(long)]
         output: PathBuf,
-        /// Worker threads (0 = one per core). The output does not depend on it.
+        /// Worker threads (0 = one per core; at most 4 per core). The output does not depend
+        /// on it.
         #[arg(long, default_value_t = 0)]
         threads: usize,
+        #[command(flatten)]
+        load: Load,
     },
     /// Measure a blob's latency: warm-up, then repeated runs; median/min/max, throughput,
     /// peak memory.
@@ -51,7 +53,7 @@ enum Command {
         /// Image features (default: one deterministic random image of the blob's maximum size).
         #[arg(long)]
         input: Option<PathBuf>,
-        /// Worker threads (0 = one per core).
+        /// Worker threads (0 = one per core; at most 4 per core).
         #[arg(long, default_value_t = 0)]
         threads: usize,
         /// Untimed runs first.
@@ -63,6 +65,8 @@ enum Command {
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        load: Load,
     },
     /// Compare a blob with the fp32 reference computed from the original checkpoint.
     Verify {
@@ -77,14 +81,17 @@ enum Command {
         /// Image features, as for `run`.
         #[arg(long)]
         input: PathBuf,
-        /// Fail (exit 1) when the output's cosine similarity is below this.
-        #[arg(long, default_value_t = 0.999)]
+        /// Fail (exit 1) when the output's cosine similarity is below this (a number in
+        /// [-1, 1]).
+        #[arg(long, default_value_t = 0.999, value_parser = parse_cosine)]
         min_cosine: f64,
     },
     /// Print a blob's config, sizes and arena plan.
     Inspect {
         /// The blob.
         model: PathBuf,
+        #[command(flatten)]
+        load: Load,
     },
     /// Build a small model with deterministic weights, quantize it to every dtype, run and
     /// compare (no files needed).
@@ -115,6 +122,35 @@ enum Command {
     },
 }
 
+/// How a blob is loaded.
+#[derive(clap::Args, Clone, Copy)]
+struct Load {
+    /// Memory-map the blob instead of reading it into memory: for a blob larger than the
+    /// memory available. The checksum is then checked once, at load: the file must not be
+    /// changed while the command runs (a truncated mapping is a SIGBUS, see README "Errors").
+    #[arg(long)]
+    mmap: bool,
+}
+
+impl Load {
+    fn open(self, path: &Path) -> Result<BlobBytes> {
+        if self.mmap {
+            BlobBytes::map(path)
+        } else {
+            BlobBytes::open(path)
+        }
+    }
+}
+
+/// `--min-cosine`: a finite number in [-1, 1] (NaN would make every comparison pass).
+fn parse_cosine(s: &str) -> Result<f64, String> {
+    let v: f64 = s.trim().parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if !(-1.0..=1.0).contains(&v) {
+        return Err(format!("{s} is not a cosine similarity (a number from -1 to 1)"));
+    }
+    Ok(v)
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum Preset {
     Blip2,
@@ -124,18 +160,18 @@ enum Preset {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Run { model, input, output, threads } => run(&model, &input, &output, threads),
-        Command::Bench { model, input, threads, warmup, iters, json } => {
-            bench(&model, input.as_deref(), threads, warmup, iters, json)
+    let result = qformer_std::files::remove_temporaries_on_signals().and_then(|()| match cli.command {
+        Command::Run { model, input, output, threads, load } => run(&model, &input, &output, threads, load),
+        Command::Bench { model, input, threads, warmup, iters, json, load } => {
+            bench(&model, input.as_deref(), threads, warmup, iters, json, load)
         }
         Command::Verify { model, reference, config, input, min_cosine } => {
             verify(&model, &reference, config, &input, min_cosine)
         }
-        Command::Inspect { model } => inspect(&model),
+        Command::Inspect { model, load } => inspect(&model, load),
         Command::Demo { runs } => demo(runs.max(1)),
         Command::Synth { dir, preset, batch, outliers, seed } => synth_checkpoint(&dir, preset, batch, &outliers, seed),
-    };
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -160,12 +196,14 @@ fn check_input(model: &Model<'_>, images: &Images, path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn run(model_path: &Path, input: &Path, output: &Path, threads: usize) -> Result<()> {
-    let blob = BlobBytes::open(model_path)?;
+fn run(model_path: &Path, input: &Path, output: &Path, threads: usize, load: Load) -> Result<()> {
+    // Refused outputs and thread counts fail before any work.
+    let out_file = Output::create(output, &[model_path, input])?;
+    let pool = Threads::new(threads)?;
+    let blob = load.open(model_path)?;
     let model = open_model(&blob, model_path)?;
     let images = read_images(input)?;
     check_input(&model, &images, input)?;
-    let pool = Threads::new(threads)?;
     let out = run_batch_with(&model, &images.data, images.batch, images.tokens, false, &pool)?;
     let c = model.config();
     let (b, n) = (images.batch, c.num_queries as usize);
@@ -173,7 +211,7 @@ fn run(model_path: &Path, input: &Path, output: &Path, threads: usize) -> Result
     if let Some(p) = &out.projected {
         tensors.push(("projected", vec![b, n, c.projection_dim as usize], p.as_slice()));
     }
-    write_tensors(output, &tensors)?;
+    out_file.write(&encode_tensors(&tensors)?)?;
     eprintln!("wrote {} ({} image{})", output.display(), b, if b == 1 { "" } else { "s" });
     Ok(())
 }
@@ -253,11 +291,13 @@ fn bench(
     warmup: usize,
     iters: usize,
     json: bool,
+    load: Load,
 ) -> Result<()> {
     if iters == 0 {
         bail!("--iters must be at least 1");
     }
-    let blob = BlobBytes::open(model_path)?;
+    let pool = Threads::new(threads)?;
+    let blob = load.open(model_path)?;
     let model = open_model(&blob, model_path)?;
     let c = *model.config();
     let images = match input {
@@ -271,12 +311,12 @@ fn bench(
             Images { data: synth::images(1, 1, m, dv, &[], 1.0), batch: 1, tokens: m, dim: dv }
         }
     };
-    let pool = Threads::new(threads)?;
     let run = || run_batch_with(&model, &images.data, images.batch, images.tokens, false, &pool);
     for _ in 0..warmup {
         run()?;
     }
-    let mut ms = Vec::with_capacity(iters);
+    // Grown as it goes: `--iters` is the user's number, not an allocation size.
+    let mut ms = Vec::new();
     for _ in 0..iters {
         let t = Instant::now();
         run()?;
@@ -320,8 +360,9 @@ fn bench(
         );
         println!("throughput {throughput:.2} images/s");
         if let Some(r) = rss {
+            let how = if load.mmap { "memory-mapped, counted once touched" } else { "read into memory" };
             println!(
-                "peak RSS {} (blob is memory-mapped: {} of it counts once touched)",
+                "peak RSS {} (includes the blob, {}, {how})",
                 report::bytes(r as usize),
                 report::bytes(blob.bytes().len())
             );
@@ -330,8 +371,8 @@ fn bench(
     Ok(())
 }
 
-fn inspect(model_path: &Path) -> Result<()> {
-    let blob = BlobBytes::open(model_path)?;
+fn inspect(model_path: &Path, load: Load) -> Result<()> {
+    let blob = load.open(model_path)?;
     let model = open_model(&blob, model_path)?;
     println!("{}", model_path.display());
     println!("{}", report::model(&model, blob.bytes()));
@@ -347,11 +388,40 @@ fn synth_checkpoint(dir: &Path, preset: Preset, batch: usize, outliers: &[usize]
     if let Some(c) = outliers.iter().find(|&&c| c >= config.encoder_hidden as usize) {
         bail!("outlier channel {c} is beyond d_v = {}", config.encoder_hidden);
     }
-    let w = synth::Spec::hf_init(config, seed).build();
-    qformer_std::weights::save_hf_checkpoint(&w, dir)?;
     let (m, dv) = (config.max_image_tokens as usize, config.encoder_hidden as usize);
-    let images = synth::images(seed + 1, batch, m, dv, outliers, 30.0);
-    write_tensors(&dir.join("input.safetensors"), &[("image_embeds", vec![batch, m, dv], &images)])?;
+    if batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    match (batch.checked_mul(m * dv * 4), qformer_std::files::available_memory()) {
+        (None, _) => bail!("--batch {batch} needs more bytes of image features than this machine can address"),
+        (Some(n), Some(avail)) if n as u64 > avail / 2 => bail!(
+            "--batch {batch} needs {n} bytes of image features, more than half the {avail} bytes of memory available"
+        ),
+        _ => {}
+    }
+    // A failure (a full disk) or a signal removes what this command created: the directory
+    // if it made it, else the files that were not there before.
+    let created = CreatedDir::create(dir)?;
+    let names = ["config.json", "model.safetensors", "input.safetensors"];
+    let new_files: Vec<PathBuf> =
+        names.iter().map(|n| dir.join(n)).filter(|p| std::fs::symlink_metadata(p).is_err()).collect();
+    let result = (|| {
+        let w = synth::Spec::hf_init(config, seed).build();
+        qformer_std::weights::save_hf_checkpoint(&w, dir)?;
+        let images = synth::images(seed + 1, batch, m, dv, outliers, 30.0);
+        write_tensors(&dir.join("input.safetensors"), &[("image_embeds", vec![batch, m, dv], &images)])?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => {}
+        Err(e) => {
+            for f in &new_files {
+                let _ = std::fs::remove_file(f);
+            }
+            return Err(e);
+        }
+    }
+    created.keep();
     println!("wrote {} (config.json, model.safetensors, input.safetensors: {batch} x {m} x {dv})", dir.display());
     Ok(())
 }

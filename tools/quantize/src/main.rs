@@ -1,5 +1,6 @@
-//! `quantize`: turns a Hugging Face / LAVIS safetensors checkpoint of BLIP-2, InstructBLIP
-//! or MiniGPT-4 into a qformer blob.
+//! `quantize`: turns a Hugging Face / LAVIS safetensors checkpoint of BLIP-2 or MiniGPT-4
+//! into a qformer blob. InstructBLIP checkpoints are refused (its instruction-aware
+//! Q-Former is not supported yet).
 //!
 //! ```text
 //! quantize MODEL -o OUT.qfb --dtype f32|fp16|int8
@@ -7,17 +8,21 @@
 //!
 //! Exit codes: 0 success; 1 error (unreadable or inconsistent checkpoint, unwritable
 //! output); 2 usage error. The output is written to a temporary file and renamed, so a
-//! failure never leaves a partial blob.
+//! failure or an interruption (SIGINT, SIGTERM, SIGHUP) never leaves a partial blob or a
+//! temporary file; an output that is one of the checkpoint's files is refused.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
+use qformer_core::blob::{self, round_up, DType, ALIGN, ENTRY_BYTES, HEADER_BYTES};
 use qformer_core::{Model, Precision};
 use qformer_std::checkpoint::{self, progress_bar, LoadOptions};
+use qformer_std::files::Output;
 use qformer_std::report;
 use qformer_std::runtime::BlobBytes;
+use qformer_std::weights::Weights;
 use qformer_std::writer::{build_blob, BlobOptions, DEFAULT_GROUP};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -34,7 +39,7 @@ enum Dtype {
 #[command(
     name = "quantize",
     version,
-    about = "Turn a BLIP-2 / InstructBLIP / MiniGPT-4 safetensors checkpoint into a qformer blob"
+    about = "Turn a BLIP-2 / MiniGPT-4 safetensors checkpoint into a qformer blob (InstructBLIP is not supported yet)"
 )]
 struct Args {
     /// Checkpoint directory (config.json + model.safetensors or sharded
@@ -49,8 +54,8 @@ struct Args {
     /// Config file, when the checkpoint has no config.json beside it (e.g. LAVIS).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// int8 group size along the input channels (multiple of 16).
-    #[arg(long, default_value_t = DEFAULT_GROUP)]
+    /// int8 group size along the input channels (a non-zero multiple of 16, at most 2^20).
+    #[arg(long, default_value_t = DEFAULT_GROUP, value_parser = parse_group)]
     group: u32,
     /// Largest number of image tokens to plan the arena for (default: from vision_config,
     /// else 257).
@@ -61,8 +66,41 @@ struct Args {
     quiet: bool,
 }
 
+/// `--group`, checked before anything is read or allocated, with the rule the core applies
+/// to a blob's group sizes (`qformer_core::blob`: non-zero, a multiple of 16, at most
+/// `MAX_DIM`).
+fn parse_group(s: &str) -> Result<u32, String> {
+    let g: u32 = s.trim().parse().map_err(|_| format!("{s:?} is not a whole number"))?;
+    if g == 0 || !g.is_multiple_of(16) || g > qformer_core::config::MAX_DIM {
+        return Err(format!(
+            "{g} is not a valid int8 group size (a non-zero multiple of 16, at most {})",
+            qformer_core::config::MAX_DIM
+        ));
+    }
+    Ok(g)
+}
+
+/// The exact size of the blob `build_blob` would write for `w` (each tensor and its scales
+/// padded to `ALIGN`), so that one over the format's 4 GiB is refused before it is built.
+fn blob_size(w: &Weights, precision: Precision, group: u32) -> Option<u64> {
+    let align = |n: usize| Some(round_up(n, ALIGN) as u64);
+    let table = align(HEADER_BYTES + ENTRY_BYTES * w.tensors.len())?;
+    w.tensors.iter().try_fold(table, |total, t| {
+        let shape = [t.rows as u32, t.cols as u32];
+        let dtype = match precision {
+            _ if !t.role.is_matrix() => DType::F32,
+            Precision::F32 => DType::F32,
+            Precision::F16 => DType::F16,
+            Precision::Int8 => DType::I8,
+        };
+        let data = align(blob::data_bytes(shape, dtype, group)?)?;
+        let scales = if dtype == DType::I8 { align(blob::scale_bytes(shape, group)?)? } else { 0 };
+        total.checked_add(data)?.checked_add(scales)
+    })
+}
+
 fn main() -> ExitCode {
-    match quantize(Args::parse()) {
+    match qformer_std::files::remove_temporaries_on_signals().and_then(|()| quantize(Args::parse())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -74,19 +112,40 @@ fn main() -> ExitCode {
 fn quantize(args: Args) -> Result<()> {
     let opts =
         LoadOptions { config: args.config.clone(), max_image_tokens: args.max_image_tokens, progress: !args.quiet };
-    let weights = checkpoint::load(&args.model, &opts)?;
+    let ck = checkpoint::Checkpoint::open(&args.model, args.config.as_deref())?;
+    // Before the work: an output that would destroy a source file is refused, and the
+    // temporary file exists from here on (removed on failure or signal).
+    let sources: Vec<&std::path::Path> = ck.files().collect();
+    let output = Output::create(&args.output, &sources)?;
+    let weights = checkpoint::load_from(&ck, &opts)?;
+    drop(ck);
     let precision = match args.dtype {
         Dtype::F32 => Precision::F32,
         Dtype::Fp16 => Precision::F16,
         Dtype::Int8 => Precision::Int8,
     };
+    let widest = weights.tensors.iter().filter(|t| t.role.is_matrix()).map(|t| t.cols).max().unwrap_or(0);
+    if precision == Precision::Int8 && args.group as usize > round_up(widest, 16) {
+        bail!(
+            "--group {} is wider than every matrix row of this model (at most {widest} input channels): each row would be one group padded with zeros",
+            args.group
+        );
+    }
+    let size = blob_size(&weights, precision, args.group);
+    if size.is_none_or(|n| n > u64::from(u32::MAX)) {
+        bail!(
+            "the blob would be {} bytes, over the format's 4 GiB limit{}",
+            size.map_or("too many".to_string(), |n| n.to_string()),
+            if precision == Precision::Int8 { " (is --group too large?)" } else { "" }
+        );
+    }
     let bar = progress_bar(!args.quiet, weights.tensors.len() as u64, "writing");
     let bytes = build_blob(&weights, BlobOptions { precision, group: args.group }, || bar.inc(1))?;
     bar.finish_and_clear();
     // Check what we are about to write with the reader the devices use.
     let copy = BlobBytes::copy(&bytes);
     let model = Model::from_blob(copy.bytes()).context("internal error: the written blob does not validate")?;
-    qformer_std::write_atomic(&args.output, &bytes)?;
+    output.write(&bytes)?;
     println!("{} -> {}", args.model.display(), args.output.display());
     println!("{} parameters", weights.parameters());
     println!("{}", report::model(&model, &bytes));
