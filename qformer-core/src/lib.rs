@@ -1,4 +1,5 @@
-//! `qformer-core`: the Q-Former of BLIP-2, InstructBLIP and MiniGPT-4 for edge hardware.
+//! `qformer-core`: the Q-Former of BLIP-2 and MiniGPT-4 for edge hardware (the query-only
+//! path; InstructBLIP's instruction-aware Q-Former is not implemented yet).
 //!
 //! * `#![no_std]`, no `alloc`: the weights are read in place from a flat blob (`&[u8]` from
 //!   flash, `include_bytes!` or mmap), and every activation lives in a caller-provided arena

@@ -40,9 +40,49 @@ pub fn quantize_matrix(data: &[f32], rows: usize, cols: usize, group: usize) -> 
     (values, scales)
 }
 
+/// Where every tensor of `w` goes in its blob: the tensor table (offsets included) and the
+/// blob's size, computed from the shapes alone. The one definition of the writer's layout:
+/// tensors in table order, an i8 tensor's values then its scales, each range starting at a
+/// multiple of [`ALIGN`]. Errors if the blob would exceed the format's 4 GiB.
+pub fn layout(w: &Weights, opts: BlobOptions) -> Result<(Vec<TensorEntry>, usize)> {
+    let group = if opts.precision == Precision::Int8 { opts.group } else { 0 };
+    let too_large = || anyhow::anyhow!("the blob would exceed 4 GiB, the format's limit");
+    let mut at = round_up(HEADER_BYTES + ENTRY_BYTES * w.tensors.len(), ALIGN);
+    let mut take = |bytes: usize| -> Result<u32> {
+        let start = at;
+        at = start.checked_add(bytes).map(|end| round_up(end, ALIGN)).ok_or_else(too_large)?;
+        u32::try_from(start).map_err(|_| too_large())
+    };
+    let mut entries = Vec::with_capacity(w.tensors.len());
+    for t in &w.tensors {
+        let dtype = if t.role.is_matrix() { DType::of_matrices(opts.precision) } else { DType::F32 };
+        let shape = [t.rows as u32, t.cols as u32];
+        let bytes = blob::data_bytes(shape, dtype, group).ok_or_else(too_large)?;
+        let offset = take(bytes)?;
+        let (scales_offset, group) = match dtype {
+            DType::I8 => (take(blob::scale_bytes(shape, group).ok_or_else(too_large)?)?, group),
+            DType::F32 | DType::F16 => (0, 0),
+        };
+        let bytes = u32::try_from(bytes).map_err(|_| too_large())?;
+        entries.push(TensorEntry {
+            role: t.role as u16,
+            layer: t.layer,
+            dtype: dtype as u8,
+            reserved: [0; 3],
+            rows: shape[0],
+            cols: shape[1],
+            offset,
+            bytes,
+            scales_offset,
+            group,
+        });
+    }
+    u32::try_from(at).map_err(|_| too_large())?;
+    Ok((entries, at))
+}
+
 /// Encodes `w` as a blob. `progress` is called once per tensor written.
 pub fn build_blob(w: &Weights, opts: BlobOptions, mut progress: impl FnMut()) -> Result<Vec<u8>> {
-    let c = &w.config;
     let int8 = opts.precision == Precision::Int8;
     if int8 && !qformer_core::valid_group(opts.group) {
         bail!(
@@ -51,55 +91,33 @@ pub fn build_blob(w: &Weights, opts: BlobOptions, mut progress: impl FnMut()) ->
             opts.group
         );
     }
-    let group = if int8 { opts.group } else { 0 };
-    let mut header = Header::new(c, opts.precision, group);
-    let count = w.tensors.len();
-    header.tensor_count = count as u32;
-    header.data_offset = round_up(HEADER_BYTES + ENTRY_BYTES * count, ALIGN) as u32;
+    let (entries, total) = layout(w, opts)?;
+    let mut header = Header::new(&w.config, opts.precision, if int8 { opts.group } else { 0 });
+    header.tensor_count = entries.len() as u32;
+    header.data_offset = round_up(HEADER_BYTES + ENTRY_BYTES * entries.len(), ALIGN) as u32;
+    header.total_bytes = total as u32;
 
-    let mut out = vec![0u8; header.data_offset as usize];
-    let mut entries = Vec::with_capacity(count);
-    let pad = |out: &mut Vec<u8>| out.resize(round_up(out.len(), ALIGN), 0);
-    for t in &w.tensors {
-        let dtype = if t.role.is_matrix() { DType::of_matrices(opts.precision) } else { DType::F32 };
-        pad(&mut out);
-        let offset = out.len();
-        let mut scales_offset = 0;
-        match dtype {
-            DType::F32 => out.extend(t.data.iter().flat_map(|v| v.to_le_bytes())),
-            DType::F16 => out.extend(t.data.iter().flat_map(|v| f16::from_f32(*v).to_le_bytes())),
-            DType::I8 => {
-                let (values, scales) = quantize_matrix(&t.data, t.rows, t.cols, group as usize);
-                out.extend(values.iter().map(|v| *v as u8));
-                pad(&mut out);
-                scales_offset = out.len();
-                out.extend(scales.iter().flat_map(|v| v.to_le_bytes()));
+    let mut out = vec![0u8; total];
+    for (i, (t, e)) in w.tensors.iter().zip(&entries).enumerate() {
+        let data = &mut out[e.offset as usize..e.offset as usize + e.bytes as usize];
+        match DType::from_u8(e.dtype) {
+            Some(DType::F32) => data.copy_from_slice(bytemuck::cast_slice(&t.data)),
+            Some(DType::F16) => {
+                for (d, v) in data.chunks_exact_mut(2).zip(&t.data) {
+                    d.copy_from_slice(&f16::from_f32(*v).to_le_bytes());
+                }
             }
+            Some(DType::I8) => {
+                let (values, scales) = quantize_matrix(&t.data, t.rows, t.cols, e.group as usize);
+                data.copy_from_slice(bytemuck::cast_slice(&values));
+                let at = e.scales_offset as usize;
+                out[at..at + 4 * scales.len()].copy_from_slice(bytemuck::cast_slice(&scales));
+            }
+            None => bail!("{}: unknown dtype in the layout", hf_name(t.role, t.layer)),
         }
-        let bytes = blob::data_bytes([t.rows as u32, t.cols as u32], dtype, group)
-            .ok_or_else(|| anyhow::anyhow!("{} is too large", hf_name(t.role, t.layer)))?;
-        entries.push(TensorEntry {
-            role: t.role as u16,
-            layer: t.layer,
-            dtype: dtype as u8,
-            reserved: [0; 3],
-            rows: t.rows as u32,
-            cols: t.cols as u32,
-            offset: offset as u32,
-            bytes: bytes as u32,
-            scales_offset: scales_offset as u32,
-            group: if dtype == DType::I8 { group } else { 0 },
-        });
-        if out.len() > u32::MAX as usize {
-            bail!("the blob would exceed 4 GiB, the format's limit");
-        }
-        progress();
-    }
-    pad(&mut out);
-    header.total_bytes = out.len() as u32;
-    for (i, e) in entries.iter().enumerate() {
         let at = HEADER_BYTES + i * ENTRY_BYTES;
         out[at..at + ENTRY_BYTES].copy_from_slice(&e.to_bytes());
+        progress();
     }
     out[..HEADER_BYTES].copy_from_slice(&header.to_bytes());
     header.checksum = blob::checksum(&out);

@@ -16,13 +16,12 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
-use qformer_core::blob::{self, round_up, DType, ALIGN, ENTRY_BYTES, HEADER_BYTES};
+use qformer_core::blob::round_up;
 use qformer_core::{Model, Precision};
 use qformer_std::checkpoint::{self, progress_bar, LoadOptions};
 use qformer_std::files::Output;
 use qformer_std::report;
 use qformer_std::runtime::BlobBytes;
-use qformer_std::weights::Weights;
 use qformer_std::writer::{build_blob, BlobOptions, DEFAULT_GROUP};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -71,32 +70,13 @@ struct Args {
 /// `MAX_DIM`).
 fn parse_group(s: &str) -> Result<u32, String> {
     let g: u32 = s.trim().parse().map_err(|_| format!("{s:?} is not a whole number"))?;
-    if g == 0 || !g.is_multiple_of(16) || g > qformer_core::config::MAX_DIM {
+    if !qformer_core::valid_group(g) {
         return Err(format!(
             "{g} is not a valid int8 group size (a non-zero multiple of 16, at most {})",
             qformer_core::config::MAX_DIM
         ));
     }
     Ok(g)
-}
-
-/// The exact size of the blob `build_blob` would write for `w` (each tensor and its scales
-/// padded to `ALIGN`), so that one over the format's 4 GiB is refused before it is built.
-fn blob_size(w: &Weights, precision: Precision, group: u32) -> Option<u64> {
-    let align = |n: usize| Some(round_up(n, ALIGN) as u64);
-    let table = align(HEADER_BYTES + ENTRY_BYTES * w.tensors.len())?;
-    w.tensors.iter().try_fold(table, |total, t| {
-        let shape = [t.rows as u32, t.cols as u32];
-        let dtype = match precision {
-            _ if !t.role.is_matrix() => DType::F32,
-            Precision::F32 => DType::F32,
-            Precision::F16 => DType::F16,
-            Precision::Int8 => DType::I8,
-        };
-        let data = align(blob::data_bytes(shape, dtype, group)?)?;
-        let scales = if dtype == DType::I8 { align(blob::scale_bytes(shape, group)?)? } else { 0 };
-        total.checked_add(data)?.checked_add(scales)
-    })
 }
 
 fn main() -> ExitCode {
@@ -131,16 +111,14 @@ fn quantize(args: Args) -> Result<()> {
             args.group
         );
     }
-    let size = blob_size(&weights, precision, args.group);
-    if size.is_none_or(|n| n > u64::from(u32::MAX)) {
-        bail!(
-            "the blob would be {} bytes, over the format's 4 GiB limit{}",
-            size.map_or("too many".to_string(), |n| n.to_string()),
-            if precision == Precision::Int8 { " (is --group too large?)" } else { "" }
-        );
+    let opts = BlobOptions { precision, group: args.group };
+    // Before any allocation: the blob's exact size from the writer's layout.
+    if let Err(e) = qformer_std::writer::layout(&weights, opts) {
+        let hint = if precision == Precision::Int8 { " (is --group too large?)" } else { "" };
+        bail!("{e}{hint}");
     }
     let bar = progress_bar(!args.quiet, weights.tensors.len() as u64, "writing");
-    let bytes = build_blob(&weights, BlobOptions { precision, group: args.group }, || bar.inc(1))?;
+    let bytes = build_blob(&weights, opts, || bar.inc(1))?;
     bar.finish_and_clear();
     // Check what we are about to write with the reader the devices use.
     let copy = BlobBytes::copy(&bytes);
