@@ -18,8 +18,8 @@
 //! [`ArenaPlan::sum_of_buffers`] is what the same buffers would take without overlaying.
 //!
 //! This file is the one place that knows which buffers share memory: the forward gets its
-//! buffers as typed per-phase structs ([`ArenaPlan::carve`], [`AttentionPlan::int8`],
-//! [`AttentionPlan::float`], [`FfnPlan::int8`], [`FfnPlan::float`]), carved here in the plan's own order.
+//! buffers as typed per-phase structs (`ArenaPlan::carve`, `AttentionPlan::int8`/`float`,
+//! `FfnPlan::int8`/`float`, crate-private), carved here in the plan's own order.
 
 use crate::align::{round_up, ALIGN};
 use crate::config::{valid_group, Config, Precision};
