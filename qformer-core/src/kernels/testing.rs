@@ -329,3 +329,207 @@ pub fn quant_sweep(variant: super::quant::Quantizer, scratch: &mut [u8]) -> Resu
     }
     Ok(cases)
 }
+
+/// Weight rows per [`f16_sweep`] product (one bit pattern each).
+const F16_ROWS: usize = 256;
+/// Reduction length of the [`f16_sweep`] products: a whole vector step of every float kernel
+/// (4 for NEON, Helium and DSP, 8 for AVX2), so no weight goes through a scalar tail.
+const F16_K: usize = 8;
+
+/// Scratch bytes [`f16_sweep`] needs.
+pub const F16_SCRATCH_BYTES: usize = 2 * F16_ROWS * F16_K + 4 * (2 * F16_K + 2 * F16_ROWS) + 3 * 16;
+
+/// What an exhaustive f16 sweep compared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct F16Report {
+    /// Bit patterns (all 65,536).
+    pub patterns: usize,
+    /// Converted values compared (every pattern in an even and in an odd lane; twice as many
+    /// for [`f16_sweep`], whose products have two rows).
+    pub compared: usize,
+    /// NaN results carrying the converted NaN's exact bits (payload kept).
+    pub nan_exact: usize,
+    /// NaN results that were the default NaN `0x7fc0_0000` instead (payload replaced by the
+    /// arithmetic, as MVE does); always 0 for [`f16_convert_sweep`].
+    pub nan_default: usize,
+}
+
+/// The first f16 pattern whose conversion broke the sweep's rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct F16Mismatch {
+    /// Variant or conversion name.
+    pub variant: &'static str,
+    /// The f16 bits.
+    pub bits: u16,
+    /// Its lane (index of `k`, or of the converted slice).
+    pub lane: usize,
+    /// Bits of the result.
+    pub got: u32,
+    /// Bits of `half::f16::to_f32`.
+    pub want: u32,
+}
+
+/// Every f16 bit pattern through `variant`'s fp16 GEMM, each as the only weight of its output:
+/// products of 2 rows of ones (`a`, `m = 2`, `k = 8`) with 256 weight rows that hold one
+/// pattern each, at lane `(row + pass) % 8`, zeros elsewhere, in two passes (so every pattern
+/// is converted once in an even and once in an odd lane: `vcvtb` and `vcvtt` on the DSP
+/// kernel). Each output is then `0 + 1·h + 1·0 + ...`, which is the converted weight exactly,
+/// so it is compared with `half::f16::to_f32(h)` bit for bit, with two rules the arithmetic
+/// imposes: a zero of either sign gives `+0.0` (the sum starts at +0), and a NaN must give a
+/// NaN whose bits are either the converted NaN's ([`F16Report::nan_exact`]) or the default
+/// NaN `0x7fc0_0000` ([`F16Report::nan_default`], FPUs that replace NaN operands). Panics if
+/// `scratch` is smaller than [`F16_SCRATCH_BYTES`].
+pub fn f16_sweep(variant: super::gemm::FGemm, scratch: &mut [u8]) -> Result<F16Report, F16Mismatch> {
+    const M: usize = 2;
+    let mut rest: &mut [u8] = scratch;
+    let w: &mut [half::f16] = bytemuck::cast_slice_mut(take(&mut rest, 2 * F16_ROWS * F16_K));
+    let a: &mut [f32] = bytemuck::cast_slice_mut(take(&mut rest, 4 * M * F16_K));
+    let out: &mut [f32] = bytemuck::cast_slice_mut(take(&mut rest, 4 * M * F16_ROWS));
+    a.fill(1.0);
+    let mut report = F16Report { patterns: 1 << 16, compared: 0, nan_exact: 0, nan_default: 0 };
+    for pass in 0..2 {
+        for base in (0..1usize << 16).step_by(F16_ROWS) {
+            w.fill(half::f16::ZERO);
+            for (j, row) in w.chunks_exact_mut(F16_K).enumerate() {
+                row[(j + pass) % F16_K] = half::f16::from_bits((base + j) as u16);
+            }
+            out.fill(f32::from_bits(0x7fc0_dead));
+            variant.run_f16(a, w, None, out, Shape::new(M, F16_ROWS, F16_K));
+            for (idx, &got) in out.iter().enumerate() {
+                let j = idx % F16_ROWS;
+                let bits = (base + j) as u16;
+                let want = half::f16::from_bits(bits).to_f32();
+                let ok = if want.is_nan() {
+                    if got.to_bits() == want.to_bits() {
+                        report.nan_exact += 1;
+                        true
+                    } else {
+                        report.nan_default += 1;
+                        got.to_bits() == 0x7fc0_0000
+                    }
+                } else if want == 0.0 {
+                    got.to_bits() == 0
+                } else {
+                    got.to_bits() == want.to_bits()
+                };
+                if !ok {
+                    let (got, want) = (got.to_bits(), want.to_bits());
+                    return Err(F16Mismatch { variant: variant.name(), bits, lane: (j + pass) % F16_K, got, want });
+                }
+                report.compared += 1;
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Every f16 bit pattern through a slice conversion `convert(src, dst)` (a kernel's widening
+/// step: it must write `dst[i] = src[i]` as f32 for `i < src.len()`), in 256-value slices and
+/// two passes (each pattern once at an even and once at an odd index), against
+/// `half::f16::to_f32` bit for bit, signed zeros and NaNs included: the conversions under test
+/// and `half` both quiet a signaling NaN by setting bit 22 and keep the 10 payload bits.
+pub fn f16_convert_sweep(name: &'static str, convert: fn(&[half::f16], &mut [f32])) -> Result<F16Report, F16Mismatch> {
+    const N: usize = 256;
+    let mut src = [half::f16::ZERO; N];
+    let mut dst = [0f32; N];
+    let mut report = F16Report { patterns: 1 << 16, compared: 0, nan_exact: 0, nan_default: 0 };
+    for pass in 0..2 {
+        for base in (0..1usize << 16).step_by(N) {
+            // Pattern `base + j` at index `(j + pass) % N`.
+            for (i, s) in src.iter_mut().enumerate() {
+                *s = half::f16::from_bits((base + (i + N - pass) % N) as u16);
+            }
+            dst.fill(f32::from_bits(0x7fc0_dead));
+            convert(&src, &mut dst);
+            for (lane, (h, got)) in src.iter().zip(&dst).enumerate() {
+                let want = h.to_f32();
+                if got.to_bits() != want.to_bits() {
+                    let (got, want) = (got.to_bits(), want.to_bits());
+                    return Err(F16Mismatch { variant: name, bits: h.to_bits(), lane, got, want });
+                }
+                report.nan_exact += usize::from(want.is_nan());
+                report.compared += 1;
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// A named fp16 -> f32 slice conversion for [`f16_convert_sweep`].
+pub type F16Widen = (&'static str, fn(&[half::f16], &mut [f32]));
+
+/// The fp16 widening steps that compiled float GEMMs run on their own, before the products:
+/// the DSP kernel's `vcvtb`/`vcvtt` loop. NEON (`fcvtl`) and AVX2 (`vcvtph2ps`) convert inside
+/// their loads (their modules' unit tests sweep those loads), Helium inside its tile `asm!`
+/// (only [`f16_sweep`] reaches it).
+pub fn f16_widening_steps() -> &'static [F16Widen] {
+    &[
+        #[cfg(all(target_arch = "arm", target_feature = "dsp", target_feature = "fpregs", not(feature = "helium")))]
+        ("dsp_widen_f16 (vcvtb/vcvtt.f32.f16)", super::gemm::dsp::widen_f16),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::gemm::FGemm;
+    use std::vec;
+
+    /// The identity setup of [`f16_sweep`] holds for the reference itself, whose conversion is
+    /// `half`'s: every pattern, both rows, both passes.
+    #[test]
+    fn scalar_fp16_gemm_passes_the_exhaustive_f16_sweep() {
+        let mut scratch = vec![0u8; F16_SCRATCH_BYTES];
+        let r = f16_sweep(FGemm::SCALAR, &mut scratch).unwrap_or_else(|m| panic!("{m:?}"));
+        assert_eq!((r.patterns, r.compared, r.nan_default), (65536, 4 * 65536, 0));
+        // 2 * 1023 NaN patterns (exponent all ones, non-zero mantissa, both signs).
+        assert_eq!(r.nan_exact, 4 * 2046);
+    }
+
+    /// The sweep catches a conversion that loses a NaN's payload or a zero's sign.
+    #[test]
+    fn f16_convert_sweep_rejects_a_wrong_conversion() {
+        fn canonical_nan(src: &[half::f16], dst: &mut [f32]) {
+            for (d, s) in dst.iter_mut().zip(src) {
+                *d = if s.is_nan() { f32::NAN } else { s.to_f32() };
+            }
+        }
+        let m = f16_convert_sweep("canonical_nan", canonical_nan).expect_err("payloads are lost");
+        assert_eq!(m.bits, 0x7c01);
+        fn positive_zero(src: &[half::f16], dst: &mut [f32]) {
+            for (d, s) in dst.iter_mut().zip(src) {
+                *d = s.to_f32() + 0.0;
+            }
+        }
+        assert_eq!(f16_convert_sweep("positive_zero", positive_zero).map_err(|m| m.bits), Err(0x8000));
+    }
+
+    /// The activation contract of [`QRows`] is what [`QRows::rows_in_activation_range`] checks.
+    #[test]
+    fn activation_range_check_finds_minus_128() {
+        let mut values = [0i8; 64];
+        values[..32].iter_mut().enumerate().for_each(|(i, v)| *v = if i % 2 == 0 { 127 } else { -127 });
+        let scales = [1.0f32; 2];
+        let a = QRows { values: &values, scales: &scales, stride: 32, group: 32 };
+        assert!(a.rows_in_activation_range(2) && !a.rows_in_activation_range(3));
+        values[40] = -128;
+        let a = QRows { values: &values, scales: &scales, stride: 32, group: 32 };
+        assert!(a.rows_in_activation_range(1) && !a.rows_in_activation_range(2));
+        std::println!("debug assertions: {}", cfg!(debug_assertions));
+    }
+
+    /// A caller passing -128 through the public API is caught in debug builds (CI runs this
+    /// one in a debug `cargo test`, see tools/test-all.sh; `--release` builds skip the check).
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "outside the QRows contract")]
+    fn gemm_q8_rejects_activation_minus_128_in_debug_builds() {
+        let mut values = [1i8; 32];
+        values[5] = -128;
+        let weights = [-1i8; 32];
+        let a = QRows { values: &values, scales: &[1.0], stride: 32, group: 32 };
+        let w = QRows { values: &weights, scales: &[1.0], stride: 32, group: 32 };
+        let mut out = [0f32; 1];
+        crate::kernels::gemm::gemm_q8(&a, &w, None, &mut out, Shape::new(1, 1, 32));
+    }
+}

@@ -69,16 +69,19 @@ fn store(out: &mut [f32], at: usize, acc: float32x4_t, bias: Option<&[f32]>, j: 
 
 /// The exact dots of one group for a 4x4 tile (rows i.., columns j..), lane c of entry r
 /// = column j + c of row i + r: `smull`/`smlal2` products of 16 bytes into i16 lanes (two
-/// products of |a| <= 127 and |w| <= 128 sum to at most 32512, inside i16), pairwise added
-/// into i32 with `sadalp`, reduced per output at the end of the group.
+/// products of |a| <= 127 and |w| <= 128 sum to at most 32512, inside i16: this is why the
+/// activations must be in -127..=127, the [`QRows`] contract), pairwise added into i32 with
+/// `sadalp`, reduced per output at the end of the group.
 ///
 /// # Safety
-/// Rows `i..i + 4` of `a` and `j..j + 4` of `w` must hold `stride` values (checked by
-/// `Q8Gemm::run` for the tiles `gemm_q8_base` visits).
+/// Rows `i..i + 4` of `a` and `j..j + 4` of `w` must hold `stride` values, and `group` must be
+/// a multiple of 16 dividing `stride` with `g < stride / group` (checked by `Q8Gemm::run` for
+/// the tiles `gemm_q8_base` visits).
 #[inline(always)]
 unsafe fn smull_dots_4x4(a: &QRows<'_>, w: &QRows<'_>, (i, j, g): (usize, usize, usize)) -> [int32x4_t; 4] {
     let (stride, group) = (a.stride, a.group);
     debug_assert!(a.values.len() >= (i + 4) * stride && w.values.len() >= (j + 4) * stride);
+    debug_assert!(group.is_multiple_of(16) && (g + 1) * group <= stride);
     // SAFETY: per the contract, every 16-byte load lies inside group g of one of those rows
     // (group is a multiple of 16); smull/smlal/sadalp are base NEON, enabled for this module.
     unsafe {
@@ -131,6 +134,11 @@ fn gemm_q8_base(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f
 /// Four `sdot`s by element: `acc[r] += at[q][r] · w[q]` for the four 4-byte chunks `q` of
 /// `w`, i.e. lane `r` of `acc` gains row `r`'s dot with the 16 bytes of `w` when `at[q]` holds
 /// chunk `q` of four rows (see [`transpose4`]).
+///
+/// # Safety
+/// The CPU implements FEAT_DotProd (`sdot` is an undefined instruction otherwise). The block only
+/// touches registers, so there is no memory precondition to `debug_assert!` (and the no_std
+/// core cannot detect CPU features).
 #[inline(always)]
 unsafe fn sdot_by_chunk(acc: int32x4_t, at: &[int8x16_t; 4], w: int8x16_t) -> int32x4_t {
     let mut acc = acc;
@@ -227,6 +235,11 @@ fn gemm_q8_sdot(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f
 
 /// `acc += smmla(x, y)`: x = [row0 k0..8 | row1 k0..8], y = [col0 k0..8 | col1 k0..8],
 /// lanes [r0c0, r0c1, r1c0, r1c1].
+///
+/// # Safety
+/// The CPU implements FEAT_I8MM (`smmla` is an undefined instruction otherwise). The block only
+/// touches registers, so there is no memory precondition to `debug_assert!` (and the no_std
+/// core cannot detect CPU features).
 #[inline(always)]
 unsafe fn smmla(acc: int32x4_t, x: int8x16_t, y: int8x16_t) -> int32x4_t {
     let mut acc = acc;
@@ -411,4 +424,34 @@ fn fgemm_f32(a: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], s: Sha
 
 fn fgemm_f16(a: &[f32], w: &[half::f16], bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
     fgemm(a, w, bias, out, s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::testing::{f16_convert_sweep, f16_sweep, F16_SCRATCH_BYTES};
+
+    /// The float GEMM's fp16 load ([`LoadW::load4`], `fcvtl`) over a slice.
+    fn load4_slice(src: &[half::f16], dst: &mut [f32]) {
+        assert!(src.len().is_multiple_of(4) && dst.len() >= src.len());
+        for (s, d) in src.chunks_exact(4).zip(dst.chunks_exact_mut(4)) {
+            // SAFETY: NEON is enabled for this module; `s` holds 4 f16 and `d` 4 f32.
+            unsafe { vst1q_f32(d.as_mut_ptr(), <half::f16 as LoadW>::load4(s.as_ptr())) }
+        }
+    }
+
+    /// `fcvtl` as the NEON float GEMM widens fp16 weights, over all 65,536 bit patterns: the
+    /// load itself bit for bit (signed zeros and NaN payloads included), then the whole fp16
+    /// GEMM with one weight per output (payloads must survive its arithmetic too: FPCR.DN is
+    /// clear on Linux).
+    #[test]
+    fn fcvtl_matches_half_on_every_f16() {
+        let r = f16_convert_sweep("fcvtl (LoadW::load4)", load4_slice).unwrap_or_else(|m| panic!("{m:?}"));
+        assert_eq!((r.patterns, r.compared, r.nan_exact), (65536, 2 * 65536, 2 * 2046));
+        std::println!("fcvtl load: {r:?}");
+        let mut scratch = std::vec![0u8; F16_SCRATCH_BYTES];
+        let r = f16_sweep(F_NEON, &mut scratch).unwrap_or_else(|m| panic!("{m:?}"));
+        assert_eq!((r.compared, r.nan_default), (4 * 65536, 0));
+        std::println!("{}: {r:?}", F_NEON.name());
+    }
 }
