@@ -349,8 +349,8 @@ pub struct F16Report {
     pub compared: usize,
     /// NaN results carrying the converted NaN's exact bits (payload kept).
     pub nan_exact: usize,
-    /// NaN results that were the default NaN `0x7fc0_0000` instead (payload replaced by the
-    /// arithmetic, as MVE does); always 0 for [`f16_convert_sweep`].
+    /// NaN results that were the default NaN `0x7fc0_0000` instead (payload replaced, as MVE
+    /// does: in its arithmetic for [`f16_sweep`], already in `vcvtb` for [`f16_convert_sweep`]).
     pub nan_default: usize,
 }
 
@@ -423,12 +423,24 @@ pub fn f16_sweep(variant: super::gemm::FGemm, scratch: &mut [u8]) -> Result<F16R
     Ok(report)
 }
 
-/// Every f16 bit pattern through a slice conversion `convert(src, dst)` (a kernel's widening
-/// step: it must write `dst[i] = src[i]` as f32 for `i < src.len()`), in 256-value slices and
-/// two passes (each pattern once at an even and once at an odd index), against
-/// `half::f16::to_f32` bit for bit, signed zeros and NaNs included: the conversions under test
-/// and `half` both quiet a signaling NaN by setting bit 22 and keep the 10 payload bits.
-pub fn f16_convert_sweep(name: &'static str, convert: fn(&[half::f16], &mut [f32])) -> Result<F16Report, F16Mismatch> {
+/// A kernel's fp16 -> f32 widening step, for [`f16_convert_sweep`].
+#[derive(Clone, Copy, Debug)]
+pub struct F16Widen {
+    /// Kernel and instructions.
+    pub name: &'static str,
+    /// Writes `dst[i] = src[i]` as f32 for `i < src.len()`.
+    pub convert: fn(&[half::f16], &mut [f32]),
+    /// Whether NaNs keep their payload (quiet bit set, as `half` does); if not, each NaN must
+    /// become the default NaN `0x7fc0_0000` (FPSCR.DN behaviour).
+    pub nan_payload: bool,
+}
+
+/// Every f16 bit pattern through `step.convert`, in 256-value slices and two passes (each
+/// pattern once at an even and once at an odd index), against `half::f16::to_f32` bit for bit,
+/// signed zeros included. NaNs: with `step.nan_payload`, bit for bit too (`half` and the
+/// conversions that keep payloads both quiet a signaling NaN by setting bit 22 and keep the 10
+/// payload bits); without, the default NaN `0x7fc0_0000`.
+pub fn f16_convert_sweep(step: F16Widen) -> Result<F16Report, F16Mismatch> {
     const N: usize = 256;
     let mut src = [half::f16::ZERO; N];
     let mut dst = [0f32; N];
@@ -440,14 +452,21 @@ pub fn f16_convert_sweep(name: &'static str, convert: fn(&[half::f16], &mut [f32
                 *s = half::f16::from_bits((base + (i + N - pass) % N) as u16);
             }
             dst.fill(f32::from_bits(0x7fc0_dead));
-            convert(&src, &mut dst);
+            (step.convert)(&src, &mut dst);
             for (lane, (h, got)) in src.iter().zip(&dst).enumerate() {
                 let want = h.to_f32();
-                if got.to_bits() != want.to_bits() {
+                let expect = if want.is_nan() && !step.nan_payload { 0x7fc0_0000 } else { want.to_bits() };
+                if got.to_bits() != expect {
                     let (got, want) = (got.to_bits(), want.to_bits());
-                    return Err(F16Mismatch { variant: name, bits: h.to_bits(), lane, got, want });
+                    return Err(F16Mismatch { variant: step.name, bits: h.to_bits(), lane, got, want });
                 }
-                report.nan_exact += usize::from(want.is_nan());
+                if want.is_nan() {
+                    if got.to_bits() == want.to_bits() {
+                        report.nan_exact += 1;
+                    } else {
+                        report.nan_default += 1;
+                    }
+                }
                 report.compared += 1;
             }
         }
@@ -455,17 +474,54 @@ pub fn f16_convert_sweep(name: &'static str, convert: fn(&[half::f16], &mut [f32
     Ok(report)
 }
 
-/// A named fp16 -> f32 slice conversion for [`f16_convert_sweep`].
-pub type F16Widen = (&'static str, fn(&[half::f16], &mut [f32]));
+/// Runs the int8 GEMM function `run` and [`scalar::gemm_q8`](super::gemm::scalar::gemm_q8)
+/// on 16 x 8 and 5 x 8 products (stride 64, group 32) whose activations are all -128, outside the
+/// [`QRows`] contract, and whose weight rows are all -128 (even rows) or cycle through -128,
+/// -1, 0, 1, 127 (odd rows); returns whether the outputs agree bit for bit. It takes a
+/// variant's function itself, not a [`Q8Gemm`], to get past [`Q8Gemm::run`]'s debug check of
+/// that contract: the ISA modules' tests use it to show which kernels rely on the contract.
+pub fn q8_agrees_on_minus_128(run: super::gemm::Q8Fn) -> bool {
+    const M: usize = 16;
+    const N: usize = 8;
+    const K: usize = 64;
+    const G: usize = 32;
+    let av = [i8::MIN; M * K];
+    let mut wv = [0i8; N * K];
+    for (i, v) in wv.iter_mut().enumerate() {
+        *v = if (i / K).is_multiple_of(2) { -128 } else { [-128, -1, 0, 1, 127][i % 5] };
+    }
+    let (asc, wsc) = ([0.5f32; M * K / G], [0.25f32; N * K / G]);
+    let a = QRows { values: &av, scales: &asc, stride: K, group: G };
+    let w = QRows { values: &wv, scales: &wsc, stride: K, group: G };
+    [M, 5].iter().all(|&m| {
+        let (mut got, mut want) = ([0f32; M * N], [0f32; M * N]);
+        run(&a, &w, None, &mut got, Shape::new(m, N, K));
+        super::gemm::scalar::gemm_q8(&a, &w, None, &mut want, Shape::new(m, N, K));
+        got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits())
+    })
+}
 
-/// The fp16 widening steps that compiled float GEMMs run on their own, before the products:
-/// the DSP kernel's `vcvtb`/`vcvtt` loop. NEON (`fcvtl`) and AVX2 (`vcvtph2ps`) convert inside
-/// their loads (their modules' unit tests sweep those loads), Helium inside its tile `asm!`
-/// (only [`f16_sweep`] reaches it).
+/// The fp16 widening steps of the compiled float GEMMs that can run alone, for
+/// [`f16_convert_sweep`]: the DSP kernel's `vcvtb`/`vcvtt` loop (which the kernel runs on its
+/// own, before the products; FPv4/FPv5 with FPSCR.DN clear keep NaN payloads), and the Helium
+/// tile's fp16 load (`vldrh.u32` + `vcvtb`, the same `asm!` text outside the tile, which feeds
+/// it straight into `vfma`; MVE gives the default NaN, as QEMU's mps3-an547 shows). NEON
+/// (`fcvtl`) and AVX2 (`vcvtph2ps`) convert inside their loads; their modules' unit tests sweep
+/// those loads.
 pub fn f16_widening_steps() -> &'static [F16Widen] {
     &[
         #[cfg(all(target_arch = "arm", target_feature = "dsp", target_feature = "fpregs", not(feature = "helium")))]
-        ("dsp_widen_f16 (vcvtb/vcvtt.f32.f16)", super::gemm::dsp::widen_f16),
+        F16Widen {
+            name: "dsp_widen_f16 (vcvtb/vcvtt.f32.f16)",
+            convert: super::gemm::dsp::widen_f16,
+            nan_payload: true,
+        },
+        #[cfg(all(target_arch = "arm", feature = "helium"))]
+        F16Widen {
+            name: "helium_widen_f16 (vldrh.u32 + vcvtb.f32.f16)",
+            convert: super::gemm::helium::widen_f16,
+            nan_payload: false,
+        },
     ]
 }
 
@@ -494,14 +550,20 @@ mod tests {
                 *d = if s.is_nan() { f32::NAN } else { s.to_f32() };
             }
         }
-        let m = f16_convert_sweep("canonical_nan", canonical_nan).expect_err("payloads are lost");
+        let step = F16Widen { name: "canonical_nan", convert: canonical_nan, nan_payload: true };
+        let m = f16_convert_sweep(step).expect_err("payloads are lost");
         assert_eq!(m.bits, 0x7c01);
         fn positive_zero(src: &[half::f16], dst: &mut [f32]) {
             for (d, s) in dst.iter_mut().zip(src) {
                 *d = s.to_f32() + 0.0;
             }
         }
-        assert_eq!(f16_convert_sweep("positive_zero", positive_zero).map_err(|m| m.bits), Err(0x8000));
+        let step = F16Widen { name: "positive_zero", convert: positive_zero, nan_payload: true };
+        assert_eq!(f16_convert_sweep(step).map_err(|m| m.bits), Err(0x8000));
+        // Without payloads every NaN must be the (positive) default NaN.
+        let step = F16Widen { name: "canonical_nan", convert: canonical_nan, nan_payload: false };
+        let r = f16_convert_sweep(step).expect("default NaNs accepted");
+        assert_eq!((r.nan_exact, r.nan_default), (2, 2 * 2045)); // 0x7e00 is the default NaN
     }
 
     /// The activation contract of [`QRows`] is what [`QRows::rows_in_activation_range`] checks.

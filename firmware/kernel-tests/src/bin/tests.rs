@@ -169,8 +169,8 @@ fn f16_conversions(scratch: &mut [u8], record: &mut impl FnMut(bool)) {
     for v in gemm::compiled_f_variants() {
         record(show(v.name(), f16_sweep(*v, scratch)));
     }
-    for &(name, widen) in f16_widening_steps() {
-        record(show(name, f16_convert_sweep(name, widen)));
+    for step in f16_widening_steps() {
+        record(show(step.name, f16_convert_sweep(*step)));
     }
 }
 

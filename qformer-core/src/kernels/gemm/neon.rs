@@ -429,7 +429,20 @@ fn fgemm_f16(a: &[f32], w: &[half::f16], bias: Option<&[f32]>, out: &mut [f32], 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::testing::{f16_convert_sweep, f16_sweep, F16_SCRATCH_BYTES};
+    use crate::kernels::testing::{f16_convert_sweep, f16_sweep, q8_agrees_on_minus_128, F16Widen, F16_SCRATCH_BYTES};
+
+    /// The `smull` kernel relies on the activation contract of [`QRows`] (-127..=127), the
+    /// `sdot` and `smmla` kernels do not.
+    #[test]
+    fn only_the_smull_kernel_needs_activations_above_minus_128() {
+        assert!(!q8_agrees_on_minus_128(gemm_q8_base), "smull now agrees with scalar on -128: relax the contract");
+        if std::arch::is_aarch64_feature_detected!("dotprod") {
+            assert!(q8_agrees_on_minus_128(gemm_q8_sdot));
+        }
+        if std::arch::is_aarch64_feature_detected!("i8mm") {
+            assert!(q8_agrees_on_minus_128(gemm_q8_i8mm));
+        }
+    }
 
     /// The float GEMM's fp16 load ([`LoadW::load4`], `fcvtl`) over a slice.
     fn load4_slice(src: &[half::f16], dst: &mut [f32]) {
@@ -446,7 +459,8 @@ mod tests {
     /// clear on Linux).
     #[test]
     fn fcvtl_matches_half_on_every_f16() {
-        let r = f16_convert_sweep("fcvtl (LoadW::load4)", load4_slice).unwrap_or_else(|m| panic!("{m:?}"));
+        let step = F16Widen { name: "fcvtl (LoadW::load4)", convert: load4_slice, nan_payload: true };
+        let r = f16_convert_sweep(step).unwrap_or_else(|m| panic!("{m:?}"));
         assert_eq!((r.patterns, r.compared, r.nan_exact), (65536, 2 * 65536, 2 * 2046));
         std::println!("fcvtl load: {r:?}");
         let mut scratch = std::vec![0u8; F16_SCRATCH_BYTES];
