@@ -6,7 +6,8 @@
 //! output at the end of each group; `sdot` 4 rows x 8 columns with the activation rows
 //! transposed into 4-byte chunks and `sdot` by element, and `smmla` 4 x 8 as 2 x 2 blocks,
 //! so their lanes are already whole dots. All then apply `acc += (sa * sw) * dot` lane-wise in f32 (no fused multiply-add),
-//! exactly the scalar order. Ragged rows and columns go to [`scalar::gemm_q8_block`].
+//! exactly the scalar order. Ragged rows and columns go to [`scalar::gemm_q8_block`], groups
+//! that are not a multiple of 16 bytes to [`scalar::gemm_q8`].
 
 use core::arch::aarch64::*;
 use core::arch::asm;
@@ -105,6 +106,10 @@ unsafe fn smull_dots_4x4(a: &QRows<'_>, w: &QRows<'_>, (i, j, g): (usize, usize,
 /// 4x4 tiles of [`smull_dots_4x4`], then the ragged rows and columns in scalar.
 fn gemm_q8_base(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
     let (stride, group) = (a.stride, a.group);
+    if !group.is_multiple_of(16) {
+        // The tiles load 16 bytes per step of a group (blobs always have such groups).
+        return scalar::gemm_q8(a, w, bias, out, s);
+    }
     let groups = stride / group;
     let (m4, n4) = (s.m / 4 * 4, s.n / 4 * 4);
     for i in (0..m4).step_by(4) {
@@ -184,6 +189,10 @@ const SDOT_COLS: usize = 8;
 /// and needs no horizontal reduction.
 fn gemm_q8_sdot(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
     let (stride, group) = (a.stride, a.group);
+    if !group.is_multiple_of(16) {
+        // The tiles load 16 bytes per step of a group (blobs always have such groups).
+        return scalar::gemm_q8(a, w, bias, out, s);
+    }
     let groups = stride / group;
     let (m4, nt) = (s.m / 4 * 4, s.n / SDOT_COLS * SDOT_COLS);
     for i in (0..m4).step_by(4) {
@@ -261,6 +270,10 @@ const SMMLA_COLS: usize = 8;
 /// apart only at the store.
 fn gemm_q8_i8mm(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
     let (stride, group) = (a.stride, a.group);
+    if !group.is_multiple_of(16) {
+        // The tiles load 16 bytes per step of a group (blobs always have such groups).
+        return scalar::gemm_q8(a, w, bias, out, s);
+    }
     let groups = stride / group;
     let (m4, nt) = (s.m / 4 * 4, s.n / SMMLA_COLS * SMMLA_COLS);
     let pair = |x: int8x16_t, y: int8x16_t| {
@@ -430,6 +443,27 @@ fn fgemm_f16(a: &[f32], w: &[half::f16], bias: Option<&[f32]>, out: &mut [f32], 
 mod tests {
     use super::*;
     use crate::kernels::testing::{f16_convert_sweep, f16_sweep, q8_agrees_on_minus_128, F16Widen, F16_SCRATCH_BYTES};
+
+    /// Groups that are not a multiple of 16 (which `Q8Gemm::run` accepts; blobs do not have
+    /// them) take the scalar kernel: the tiles would load past a group, and past the last row.
+    #[test]
+    fn neon_q8_variants_match_scalar_on_groups_of_8_and_24() {
+        use crate::kernels::testing::{q8_scratch_bytes, q8_sweep};
+        let shapes = [(4, 8, 8, 8), (5, 9, 48, 24), (8, 8, 24, 8)];
+        let mut scratch = std::vec![0u8; q8_scratch_bytes(&shapes) + 64];
+        let mut variants = std::vec![BASE];
+        if std::arch::is_aarch64_feature_detected!("dotprod") {
+            // SAFETY: dotprod was just detected.
+            variants.push(unsafe { sdot_unchecked() });
+        }
+        if std::arch::is_aarch64_feature_detected!("i8mm") {
+            // SAFETY: i8mm was just detected.
+            variants.push(unsafe { i8mm_unchecked() });
+        }
+        for v in variants {
+            q8_sweep(v, &shapes, &mut scratch).unwrap_or_else(|m| panic!("{m:?}"));
+        }
+    }
 
     /// The `smull` kernel relies on the activation contract of [`QRows`] (-127..=127), the
     /// `sdot` and `smmla` kernels do not.
