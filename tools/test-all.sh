@@ -38,6 +38,9 @@ done
 step "tests (host)"
 cargo test --workspace --release
 
+step "qformer-core unit tests with debug assertions (the kernels' debug_assert!ed preconditions, the QRows activation range)"
+cargo test -p qformer-core --lib
+
 step "qformer-core on aarch64 under qemu-aarch64: Cortex-A72 (Pi 4, base NEON), Cortex-A76 (Pi 5, dotprod), max (i8mm)"
 export RUSTC_BOOTSTRAP=1
 for cpu in cortex-a72 cortex-a76 max; do

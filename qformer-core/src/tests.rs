@@ -95,7 +95,7 @@ fn every_q8_variant_matches_scalar_bit_for_bit() {
 }
 
 /// Rows longer than some kernels' fixed-size buffers take (e.g. more than 256 groups for
-/// the AVX-512 8x8 kernel's column sums) must give the same bits through their fallback.
+/// the AVX-512 VNNI 16x8 kernel's column sums) must give the same bits through their fallback.
 #[test]
 fn q8_variants_match_scalar_on_very_long_rows() {
     let shapes = [(9, 9, 257 * 32, 32), (8, 8, 8 * 1024 + 16, 16)];

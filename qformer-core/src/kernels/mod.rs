@@ -38,6 +38,21 @@ impl Kernels {
 
 /// A row-quantized int8 matrix: `rows` rows of `stride` values (columns beyond the logical
 /// width are zero), with one f32 scale per `group` consecutive values of a row.
+///
+/// # Contract of the activation operand
+/// As the activation operand `a` of an int8 GEMM ([`gemm::Q8Gemm::run`], [`gemm::gemm_q8`]),
+/// every value of the `m` rows used must be in `-127..=127`; the quantizers ([`quant`]) only
+/// produce that range. Weights may use all of i8. Two kernels rely on it and give other bits
+/// than scalar for an activation of -128 (their memory safety does not depend on it):
+/// * `avx2_gemm_q8_1x8` (x86_64): `vpsignb` negates the activation where the weight is
+///   negative, and -(-128) wraps to -128, so such a product gets the wrong sign;
+/// * `neon_gemm_q8_smull_4x4` (aarch64): an i16 lane sums two products, and two
+///   (-128) · (-128) make 32768, which wraps.
+///
+/// The other variants (scalar, `sdot`, `smmla`, AVX-512 VNNI with its exact `a + 128` shift,
+/// Helium, DSP) are exact for -128 as well. Debug builds check the range in
+/// [`gemm::Q8Gemm::run`] ([`QRows::rows_in_activation_range`]) and panic on -128; release
+/// builds skip that pass over `a`.
 #[derive(Clone, Copy, Debug)]
 pub struct QRows<'a> {
     /// `rows * stride` values.
@@ -66,5 +81,12 @@ impl<'a> QRows<'a> {
             stride: self.stride,
             group: self.group,
         }
+    }
+
+    /// Whether there are at least `rows` rows and the first `rows` hold no -128, i.e. meet the
+    /// activation contract (see the type docs).
+    pub fn rows_in_activation_range(&self, rows: usize) -> bool {
+        let len = rows.checked_mul(self.stride);
+        len.and_then(|len| self.values.get(..len)).is_some_and(|v| !v.contains(&i8::MIN))
     }
 }

@@ -329,3 +329,269 @@ pub fn quant_sweep(variant: super::quant::Quantizer, scratch: &mut [u8]) -> Resu
     }
     Ok(cases)
 }
+
+/// Weight rows per [`f16_sweep`] product (one bit pattern each).
+const F16_ROWS: usize = 256;
+/// Reduction length of the [`f16_sweep`] products: a whole vector step of every float kernel
+/// (4 for NEON, Helium and DSP, 8 for AVX2), so no weight goes through a scalar tail.
+const F16_K: usize = 8;
+
+/// Scratch bytes [`f16_sweep`] needs.
+pub const F16_SCRATCH_BYTES: usize = 2 * F16_ROWS * F16_K + 4 * (2 * F16_K + 2 * F16_ROWS) + 3 * 16;
+
+/// What an exhaustive f16 sweep compared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct F16Report {
+    /// Bit patterns (all 65,536).
+    pub patterns: usize,
+    /// Converted values compared (every pattern in an even and in an odd lane; twice as many
+    /// for [`f16_sweep`], whose products have two rows).
+    pub compared: usize,
+    /// NaN results carrying the converted NaN's exact bits (payload kept).
+    pub nan_exact: usize,
+    /// NaN results that were the default NaN `0x7fc0_0000` instead (payload replaced, as MVE
+    /// does: in its arithmetic for [`f16_sweep`], already in `vcvtb` for [`f16_convert_sweep`]).
+    pub nan_default: usize,
+}
+
+/// The first f16 pattern whose conversion broke the sweep's rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct F16Mismatch {
+    /// Variant or conversion name.
+    pub variant: &'static str,
+    /// The f16 bits.
+    pub bits: u16,
+    /// Its lane (index of `k`, or of the converted slice).
+    pub lane: usize,
+    /// Bits of the result.
+    pub got: u32,
+    /// Bits of `half::f16::to_f32`.
+    pub want: u32,
+}
+
+/// Every f16 bit pattern through `variant`'s fp16 GEMM, each as the only weight of its output:
+/// products of 2 rows of ones (`a`, `m = 2`, `k = 8`) with 256 weight rows that hold one
+/// pattern each, at lane `(row + pass) % 8`, zeros elsewhere, in two passes (so every pattern
+/// is converted once in an even and once in an odd lane: `vcvtb` and `vcvtt` on the DSP
+/// kernel). Each output is then `0 + 1·h + 1·0 + ...`, which is the converted weight exactly,
+/// so it is compared with `half::f16::to_f32(h)` bit for bit, with two rules the arithmetic
+/// imposes: a zero of either sign gives `+0.0` (the sum starts at +0), and a NaN must give a
+/// NaN whose bits are either the converted NaN's ([`F16Report::nan_exact`]) or the default
+/// NaN `0x7fc0_0000` ([`F16Report::nan_default`], FPUs that replace NaN operands). Panics if
+/// `scratch` is smaller than [`F16_SCRATCH_BYTES`].
+pub fn f16_sweep(variant: super::gemm::FGemm, scratch: &mut [u8]) -> Result<F16Report, F16Mismatch> {
+    const M: usize = 2;
+    let mut rest: &mut [u8] = scratch;
+    let w: &mut [half::f16] = bytemuck::cast_slice_mut(take(&mut rest, 2 * F16_ROWS * F16_K));
+    let a: &mut [f32] = bytemuck::cast_slice_mut(take(&mut rest, 4 * M * F16_K));
+    let out: &mut [f32] = bytemuck::cast_slice_mut(take(&mut rest, 4 * M * F16_ROWS));
+    a.fill(1.0);
+    let mut report = F16Report { patterns: 1 << 16, compared: 0, nan_exact: 0, nan_default: 0 };
+    for pass in 0..2 {
+        for base in (0..1usize << 16).step_by(F16_ROWS) {
+            w.fill(half::f16::ZERO);
+            for (j, row) in w.chunks_exact_mut(F16_K).enumerate() {
+                row[(j + pass) % F16_K] = half::f16::from_bits((base + j) as u16);
+            }
+            out.fill(f32::from_bits(0x7fc0_dead));
+            variant.run_f16(a, w, None, out, Shape::new(M, F16_ROWS, F16_K));
+            for (idx, &got) in out.iter().enumerate() {
+                let j = idx % F16_ROWS;
+                let bits = (base + j) as u16;
+                let want = half::f16::from_bits(bits).to_f32();
+                let ok = if want.is_nan() {
+                    if got.to_bits() == want.to_bits() {
+                        report.nan_exact += 1;
+                        true
+                    } else {
+                        report.nan_default += 1;
+                        got.to_bits() == 0x7fc0_0000
+                    }
+                } else if want == 0.0 {
+                    got.to_bits() == 0
+                } else {
+                    got.to_bits() == want.to_bits()
+                };
+                if !ok {
+                    let (got, want) = (got.to_bits(), want.to_bits());
+                    return Err(F16Mismatch { variant: variant.name(), bits, lane: (j + pass) % F16_K, got, want });
+                }
+                report.compared += 1;
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// A kernel's fp16 -> f32 widening step, for [`f16_convert_sweep`].
+#[derive(Clone, Copy, Debug)]
+pub struct F16Widen {
+    /// Kernel and instructions.
+    pub name: &'static str,
+    /// Writes `dst[i] = src[i]` as f32 for `i < src.len()`.
+    pub convert: fn(&[half::f16], &mut [f32]),
+    /// Whether NaNs keep their payload (quiet bit set, as `half` does); if not, each NaN must
+    /// become the default NaN `0x7fc0_0000` (FPSCR.DN behaviour).
+    pub nan_payload: bool,
+}
+
+/// Every f16 bit pattern through `step.convert`, in 256-value slices and two passes (each
+/// pattern once at an even and once at an odd index), against `half::f16::to_f32` bit for bit,
+/// signed zeros included. NaNs: with `step.nan_payload`, bit for bit too (`half` and the
+/// conversions that keep payloads both quiet a signaling NaN by setting bit 22 and keep the 10
+/// payload bits); without, the default NaN `0x7fc0_0000`.
+pub fn f16_convert_sweep(step: F16Widen) -> Result<F16Report, F16Mismatch> {
+    const N: usize = 256;
+    let mut src = [half::f16::ZERO; N];
+    let mut dst = [0f32; N];
+    let mut report = F16Report { patterns: 1 << 16, compared: 0, nan_exact: 0, nan_default: 0 };
+    for pass in 0..2 {
+        for base in (0..1usize << 16).step_by(N) {
+            // Pattern `base + j` at index `(j + pass) % N`.
+            for (i, s) in src.iter_mut().enumerate() {
+                *s = half::f16::from_bits((base + (i + N - pass) % N) as u16);
+            }
+            dst.fill(f32::from_bits(0x7fc0_dead));
+            (step.convert)(&src, &mut dst);
+            for (lane, (h, got)) in src.iter().zip(&dst).enumerate() {
+                let want = h.to_f32();
+                let expect = if want.is_nan() && !step.nan_payload { 0x7fc0_0000 } else { want.to_bits() };
+                if got.to_bits() != expect {
+                    let (got, want) = (got.to_bits(), want.to_bits());
+                    return Err(F16Mismatch { variant: step.name, bits: h.to_bits(), lane, got, want });
+                }
+                if want.is_nan() {
+                    if got.to_bits() == want.to_bits() {
+                        report.nan_exact += 1;
+                    } else {
+                        report.nan_default += 1;
+                    }
+                }
+                report.compared += 1;
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Runs the int8 GEMM function `run` and [`scalar::gemm_q8`](super::gemm::scalar::gemm_q8)
+/// on 16 x 8 and 5 x 8 products (stride 64, group 32) whose activations are all -128, outside the
+/// [`QRows`] contract, and whose weight rows are all -128 (even rows) or cycle through -128,
+/// -1, 0, 1, 127 (odd rows); returns whether the outputs agree bit for bit. It takes a
+/// variant's function itself, not a [`Q8Gemm`], to get past [`Q8Gemm::run`]'s debug check of
+/// that contract: the ISA modules' tests use it to show which kernels rely on the contract.
+pub fn q8_agrees_on_minus_128(run: super::gemm::Q8Fn) -> bool {
+    const M: usize = 16;
+    const N: usize = 8;
+    const K: usize = 64;
+    const G: usize = 32;
+    let av = [i8::MIN; M * K];
+    let mut wv = [0i8; N * K];
+    for (i, v) in wv.iter_mut().enumerate() {
+        *v = if (i / K).is_multiple_of(2) { -128 } else { [-128, -1, 0, 1, 127][i % 5] };
+    }
+    let (asc, wsc) = ([0.5f32; M * K / G], [0.25f32; N * K / G]);
+    let a = QRows { values: &av, scales: &asc, stride: K, group: G };
+    let w = QRows { values: &wv, scales: &wsc, stride: K, group: G };
+    [M, 5].iter().all(|&m| {
+        let (mut got, mut want) = ([0f32; M * N], [0f32; M * N]);
+        run(&a, &w, None, &mut got, Shape::new(m, N, K));
+        super::gemm::scalar::gemm_q8(&a, &w, None, &mut want, Shape::new(m, N, K));
+        got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits())
+    })
+}
+
+/// The fp16 widening steps of the compiled float GEMMs that can run alone, for
+/// [`f16_convert_sweep`]: the DSP kernel's `vcvtb`/`vcvtt` loop (which the kernel runs on its
+/// own, before the products; FPv4/FPv5 with FPSCR.DN clear keep NaN payloads), and the Helium
+/// tile's fp16 load (`vldrh.u32` + `vcvtb`, the same `asm!` text outside the tile, which feeds
+/// it straight into `vfma`; MVE gives the default NaN, as QEMU's mps3-an547 shows). NEON
+/// (`fcvtl`) and AVX2 (`vcvtph2ps`) convert inside their loads; their modules' unit tests sweep
+/// those loads.
+pub fn f16_widening_steps() -> &'static [F16Widen] {
+    &[
+        #[cfg(all(target_arch = "arm", target_feature = "dsp", target_feature = "fpregs", not(feature = "helium")))]
+        F16Widen {
+            name: "dsp_widen_f16 (vcvtb/vcvtt.f32.f16)",
+            convert: super::gemm::dsp::widen_f16,
+            nan_payload: true,
+        },
+        #[cfg(all(target_arch = "arm", feature = "helium"))]
+        F16Widen {
+            name: "helium_widen_f16 (vldrh.u32 + vcvtb.f32.f16)",
+            convert: super::gemm::helium::widen_f16,
+            nan_payload: false,
+        },
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::gemm::FGemm;
+    use std::vec;
+
+    /// The identity setup of [`f16_sweep`] holds for the reference itself, whose conversion is
+    /// `half`'s: every pattern, both rows, both passes.
+    #[test]
+    fn scalar_fp16_gemm_passes_the_exhaustive_f16_sweep() {
+        let mut scratch = vec![0u8; F16_SCRATCH_BYTES];
+        let r = f16_sweep(FGemm::SCALAR, &mut scratch).unwrap_or_else(|m| panic!("{m:?}"));
+        assert_eq!((r.patterns, r.compared, r.nan_default), (65536, 4 * 65536, 0));
+        // 2 * 1023 NaN patterns (exponent all ones, non-zero mantissa, both signs).
+        assert_eq!(r.nan_exact, 4 * 2046);
+    }
+
+    /// The sweep catches a conversion that loses a NaN's payload or a zero's sign.
+    #[test]
+    fn f16_convert_sweep_rejects_a_wrong_conversion() {
+        fn canonical_nan(src: &[half::f16], dst: &mut [f32]) {
+            for (d, s) in dst.iter_mut().zip(src) {
+                *d = if s.is_nan() { f32::NAN } else { s.to_f32() };
+            }
+        }
+        let step = F16Widen { name: "canonical_nan", convert: canonical_nan, nan_payload: true };
+        let m = f16_convert_sweep(step).expect_err("payloads are lost");
+        assert_eq!(m.bits, 0x7c01);
+        fn positive_zero(src: &[half::f16], dst: &mut [f32]) {
+            for (d, s) in dst.iter_mut().zip(src) {
+                *d = s.to_f32() + 0.0;
+            }
+        }
+        let step = F16Widen { name: "positive_zero", convert: positive_zero, nan_payload: true };
+        assert_eq!(f16_convert_sweep(step).map_err(|m| m.bits), Err(0x8000));
+        // Without payloads every NaN must be the (positive) default NaN.
+        let step = F16Widen { name: "canonical_nan", convert: canonical_nan, nan_payload: false };
+        let r = f16_convert_sweep(step).expect("default NaNs accepted");
+        assert_eq!((r.nan_exact, r.nan_default), (2, 2 * 2045)); // 0x7e00 is the default NaN
+    }
+
+    /// The activation contract of [`QRows`] is what [`QRows::rows_in_activation_range`] checks.
+    #[test]
+    fn activation_range_check_finds_minus_128() {
+        let mut values = [0i8; 64];
+        values[..32].iter_mut().enumerate().for_each(|(i, v)| *v = if i % 2 == 0 { 127 } else { -127 });
+        let scales = [1.0f32; 2];
+        let a = QRows { values: &values, scales: &scales, stride: 32, group: 32 };
+        assert!(a.rows_in_activation_range(2) && !a.rows_in_activation_range(3));
+        values[40] = -128;
+        let a = QRows { values: &values, scales: &scales, stride: 32, group: 32 };
+        assert!(a.rows_in_activation_range(1) && !a.rows_in_activation_range(2));
+        std::println!("debug assertions: {}", cfg!(debug_assertions));
+    }
+
+    /// A caller passing -128 through the public API is caught in debug builds (CI runs this
+    /// one in a debug `cargo test`, see tools/test-all.sh; `--release` builds skip the check).
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "outside the QRows contract")]
+    fn gemm_q8_rejects_activation_minus_128_in_debug_builds() {
+        let mut values = [1i8; 32];
+        values[5] = -128;
+        let weights = [-1i8; 32];
+        let a = QRows { values: &values, scales: &[1.0], stride: 32, group: 32 };
+        let w = QRows { values: &weights, scales: &[1.0], stride: 32, group: 32 };
+        let mut out = [0f32; 1];
+        crate::kernels::gemm::gemm_q8(&a, &w, None, &mut out, Shape::new(1, 1, 32));
+    }
+}

@@ -10,7 +10,11 @@
 //!    GEMM against scalar over `F_SHAPES` with f32 and fp16 weights (`f_sweep`), within its
 //!    stated bound;
 //! 4. the committed tiny int8 model: `forward` with every variant, output bytes (queries,
-//!    then projection) equal to `tests/fixtures/tiny_int8/output.f32`, written on the host.
+//!    then projection) equal to `tests/fixtures/tiny_int8/output.f32`, written on the host;
+//! 5. every f16 bit pattern (65,536) through every compiled float GEMM's fp16 path
+//!    (`f16_sweep`: one weight per output) and through the fp16 widening steps the kernels run
+//!    on their own (`f16_convert_sweep`: the DSP kernel's `vcvtb`/`vcvtt`), against
+//!    `half::f16::to_f32`.
 //!
 //! Prints one line per check and `kernel-tests: N passed, M failed`; exits non-zero on any
 //! failure.
@@ -22,7 +26,8 @@ use kernel_tests::{cpu, exit, hprintln, Aligned};
 use qformer_core::kernels::gemm::{self, Q8Gemm};
 use qformer_core::kernels::quant;
 use qformer_core::kernels::testing::{
-    f_scratch_bytes, f_sweep, q8_scratch_bytes, q8_sweep, quant_sweep, F_SHAPES, Q8_SHAPES, QUANT_LENGTHS,
+    f_scratch_bytes, f_sweep, q8_scratch_bytes, q8_sweep, quant_sweep, F16_SCRATCH_BYTES, F_SHAPES, Q8_SHAPES,
+    QUANT_LENGTHS,
 };
 use qformer_core::kernels::Kernels;
 use qformer_core::{AlignedArena, Model};
@@ -48,7 +53,7 @@ const fn max(a: usize, b: usize) -> usize {
 const QUANT_SCRATCH_BYTES: usize = 6 * QUANT_LENGTHS[QUANT_LENGTHS.len() - 1] + 64;
 const SCRATCH_BYTES: usize = max(
     max(q8_scratch_bytes(&Q8_SHAPES), q8_scratch_bytes(&EXTRA_SHAPES)),
-    max(f_scratch_bytes(&F_SHAPES), QUANT_SCRATCH_BYTES),
+    max(max(f_scratch_bytes(&F_SHAPES), QUANT_SCRATCH_BYTES), F16_SCRATCH_BYTES),
 ) + 64;
 static mut SCRATCH: Aligned<[u8; SCRATCH_BYTES]> = Aligned([0; SCRATCH_BYTES]);
 
@@ -134,8 +139,39 @@ fn main() -> ! {
         record(ok);
     }
 
+    f16_conversions(scratch, &mut record);
+
     hprintln!("kernel-tests: {} passed, {} failed", passed, failed);
     exit(failed == 0)
+}
+
+/// Every f16 bit pattern through every compiled float GEMM's fp16 path and through the
+/// widening steps the kernels run on their own (see `qformer_core::kernels::testing`).
+fn f16_conversions(scratch: &mut [u8], record: &mut impl FnMut(bool)) {
+    use qformer_core::kernels::testing::{f16_convert_sweep, f16_sweep, f16_widening_steps, F16Report};
+    let show = |what: &str, r: Result<F16Report, _>| match r {
+        Ok(F16Report { patterns, compared, nan_exact, nan_default }) => {
+            hprintln!(
+                "ok: {}: {} f16 patterns, {} conversions equal to half's (NaN: {} exact, {} default NaN)",
+                what,
+                patterns,
+                compared,
+                nan_exact,
+                nan_default
+            );
+            true
+        }
+        Err(m) => {
+            hprintln!("FAIL: {}: {:?}", what, m);
+            false
+        }
+    };
+    for v in gemm::compiled_f_variants() {
+        record(show(v.name(), f16_sweep(*v, scratch)));
+    }
+    for step in f16_widening_steps() {
+        record(show(step.name, f16_convert_sweep(*step)));
+    }
 }
 
 /// `variant` against scalar where `sa * sw` is subnormal for some groups (1e-20 x 1e-20),

@@ -329,9 +329,10 @@ fn fgemm_f32_dsp(a: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], s:
 }
 
 /// Widens `src` (fp16) into `dst[..src.len()]`: `vcvtb`/`vcvtt.f32.f16`, 4 values per step
-/// (exact, as `half`'s conversion is).
+/// (exact, as `half`'s conversion is; swept over every bit pattern by the bare-metal tests
+/// through [`crate::kernels::testing::f16_widening_steps`]). Panics if `dst` is shorter.
 #[cfg(target_feature = "fpregs")]
-fn widen_f16(src: &[half::f16], dst: &mut [f32]) {
+pub(crate) fn widen_f16(src: &[half::f16], dst: &mut [f32]) {
     let dst = &mut dst[..src.len()];
     let n4 = src.len() / 4;
     if n4 > 0 {

@@ -23,7 +23,9 @@
 //! keeps 4 vector accumulators (q0-q3) and, per 4 columns of `k`, loads 2 activation and 2
 //! weight vectors and issues 4 `vfma.f32` (16 MACs; 2 x 4 would need 8 accumulators, and MVE
 //! has 8 Q registers in all). fp16 weights come in with the widening `vldrh.u32` and
-//! `vcvtb.f32.f16` (exact; the conversion does not flush half-precision subnormals). The `k`
+//! `vcvtb.f32.f16` (exact, signed zeros and half-precision subnormals included; NaNs become
+//! the default NaN, as MVE arithmetic would make them anyway; all 65,536 patterns are swept by
+//! the bare-metal tests through the GEMM and through `widen_f16`, the same load alone). The `k`
 //! loop is tail-predicated (`dlstp.32`/`letp`), so any `k` runs without a scalar tail. At the
 //! end each accumulator's 4 lanes are summed on the scalar FPU (the Q registers alias
 //! s0-s15). MVE float arithmetic flushes subnormal products and sums to zero, an absolute
@@ -406,10 +408,50 @@ fn gemm_q8_helium(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut 
 /// feature `helium`, like [`HELIUM`].
 pub const F_HELIUM: FGemm = FGemm::new("helium_gemm_f32_f16_2x2_vfma", fgemm_f32_helium, fgemm_f16_helium);
 
+/// The fp16 weight load of [`ftile_f16`] as `asm!` text: 4 fp16 at the pointer operand `$p`
+/// (post-incremented by 8 bytes) widened with `vldrh.u32` into the 32-bit lanes of `$q` and
+/// converted there with `vcvtb.f32.f16`. [`widen_f16`] runs the same text alone.
+macro_rules! widen_f16_x4 {
+    ($q:literal, $p:literal) => {
+        concat!("vldrh.u32 ", $q, ", [{", $p, "}], #8\n", "vcvtb.f32.f16 ", $q, ", ", $q, "\n")
+    };
+}
+
+/// Converts `src` into `dst[..src.len()]` with the fp16 load of the float tile
+/// (`widen_f16_x4!`: `vldrh.u32` + `vcvtb.f32.f16`), 4 values per step, the rest with
+/// `half`. Not used by the GEMM, whose tile feeds the converted lanes straight into `vfma`
+/// (MVE arithmetic replaces NaN payloads and cannot show a zero's sign): it lets the
+/// bare-metal tests compare the conversion itself with `half` bit for bit
+/// ([`crate::kernels::testing::f16_widening_steps`]). Panics if `dst` is shorter than `src`.
+pub(crate) fn widen_f16(src: &[half::f16], dst: &mut [f32]) {
+    let dst = &mut dst[..src.len()];
+    let n4 = src.len() / 4;
+    for (s, d) in src.chunks_exact(4).zip(dst.chunks_exact_mut(4)) {
+        // SAFETY: MVE is declared by the `helium` feature; reads the 4 f16 of `s` and writes
+        // the 4 f32 of `d` (`vstrw.32` needs word alignment, which an f32 slice has); writes
+        // only the declared registers.
+        unsafe {
+            asm!(
+                ".arch armv8.1-m.main",
+                ".arch_extension mve.fp",
+                widen_f16_x4!("q0", "s"),
+                "vstrw.32 q0, [{d}]",
+                s = inout(reg) s.as_ptr() => _,
+                d = in(reg) d.as_mut_ptr(),
+                out("s0") _, out("s1") _, out("s2") _, out("s3") _,
+                options(nostack),
+            );
+        }
+    }
+    for (d, h) in dst[4 * n4..].iter_mut().zip(&src[4 * n4..]) {
+        *d = h.to_f32();
+    }
+}
+
 /// One 2 x 2 float tile over `k` (see the module docs); `$w0`, `$w1` are the instructions
 /// that load 4 weights of column 0, 1 as f32 into q6, q7.
 macro_rules! ftile_2x2 {
-    ($name:ident, $wty:ty, $($wload:literal),+) => {
+    ($name:ident, $wty:ty, $($wload:expr),+) => {
         /// The 4 dots `[a0 . w0, a0 . w1, a1 . w0, a1 . w1]` over `k` values.
         ///
         /// # Safety
@@ -478,14 +520,7 @@ macro_rules! ftile_2x2 {
 }
 
 ftile_2x2!(ftile_f32, f32, "vldrw.u32 q6, [{w0}], #16", "vldrw.u32 q7, [{w1}], #16");
-ftile_2x2!(
-    ftile_f16,
-    half::f16,
-    "vldrh.u32 q6, [{w0}], #8",
-    "vcvtb.f32.f16 q6, q6",
-    "vldrh.u32 q7, [{w1}], #8",
-    "vcvtb.f32.f16 q7, q7"
-);
+ftile_2x2!(ftile_f16, half::f16, widen_f16_x4!("q6", "w0"), widen_f16_x4!("q7", "w1"));
 
 /// Drives the 2 x 2 tiles over the output; `tile` is [`ftile_f32`] or [`ftile_f16`].
 #[inline(always)]

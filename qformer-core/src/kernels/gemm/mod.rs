@@ -83,19 +83,39 @@ impl Q8Gemm {
         self.name
     }
 
-    /// Runs the variant; see [`gemm_q8`].
+    /// Runs the variant; see [`gemm_q8`]. Panics if the operands do not fit `s`, and in debug
+    /// builds if an activation (a value of `a`) is -128, outside the [`QRows`] contract.
     pub fn run(&self, a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
         check_q8(a, w, bias, out, s);
         (self.run)(a, w, bias, out, s)
     }
 }
 
-/// Panics unless the operands fit the contract: kernels index within these bounds only.
+/// Panics unless the operands fit the contract: kernels index within these bounds only. In
+/// debug builds also checks the activations' range (the [`QRows`] contract: -127..=127; the
+/// AVX2 and NEON `smull` kernels give other bits than scalar for -128).
 fn check_q8(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &[f32], s: Shape) {
-    assert!(a.group > 0 && a.stride == w.stride && a.group == w.group && a.stride.is_multiple_of(a.group));
-    assert!(a.values.len() >= s.m * a.stride && w.values.len() >= s.n * w.stride);
-    assert!(a.scales.len() >= s.m * (a.stride / a.group) && w.scales.len() >= s.n * (w.stride / w.group));
-    assert!(bias.is_none_or(|b| b.len() >= s.n) && s.ldo >= s.n && out.len() >= s.out_len());
+    assert!(q8_operands_fit(a, w, bias, out, s), "gemm_q8: operands do not fit {s:?}");
+    debug_assert!(
+        a.rows_in_activation_range(s.m),
+        "gemm_q8: an activation is -128, outside the QRows contract's -127..=127"
+    );
+}
+
+/// Whether the operands fit the contract of [`Q8Gemm::run`] for `s`: the bounds every int8
+/// kernel indexes within (kernels `debug_assert!` it where they read unchecked).
+pub(crate) fn q8_operands_fit(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &[f32], s: Shape) -> bool {
+    a.group > 0
+        && a.stride == w.stride
+        && a.group == w.group
+        && a.stride.is_multiple_of(a.group)
+        && a.values.len() >= s.m * a.stride
+        && w.values.len() >= s.n * w.stride
+        && a.scales.len() >= s.m * (a.stride / a.group)
+        && w.scales.len() >= s.n * (w.stride / w.group)
+        && bias.is_none_or(|b| b.len() >= s.n)
+        && s.ldo >= s.n
+        && out.len() >= s.out_len()
 }
 
 const fn compiled_q8() -> Q8Gemm {
@@ -182,8 +202,13 @@ impl FGemm {
 }
 
 fn check_f(a: usize, w: usize, bias: Option<&[f32]>, out: &[f32], s: Shape) {
-    assert!(a >= s.m * s.k && w >= s.n * s.k && s.ldo >= s.n && out.len() >= s.out_len());
-    assert!(bias.is_none_or(|b| b.len() >= s.n));
+    assert!(f_operands_fit(a, w, bias, out, s), "float GEMM: operands do not fit {s:?}");
+}
+
+/// Whether `a` and `w` values, `bias` and `out` fit the float GEMMs' contract for `s` (kernels
+/// `debug_assert!` it where they read unchecked).
+pub(crate) fn f_operands_fit(a: usize, w: usize, bias: Option<&[f32]>, out: &[f32], s: Shape) -> bool {
+    a >= s.m * s.k && w >= s.n * s.k && s.ldo >= s.n && out.len() >= s.out_len() && bias.is_none_or(|b| b.len() >= s.n)
 }
 
 const fn compiled_f() -> FGemm {

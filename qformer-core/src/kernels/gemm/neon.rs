@@ -6,7 +6,8 @@
 //! output at the end of each group; `sdot` 4 rows x 8 columns with the activation rows
 //! transposed into 4-byte chunks and `sdot` by element, and `smmla` 4 x 8 as 2 x 2 blocks,
 //! so their lanes are already whole dots. All then apply `acc += (sa * sw) * dot` lane-wise in f32 (no fused multiply-add),
-//! exactly the scalar order. Ragged rows and columns go to [`scalar::gemm_q8_block`].
+//! exactly the scalar order. Ragged rows and columns go to [`scalar::gemm_q8_block`], groups
+//! that are not a multiple of 16 bytes to [`scalar::gemm_q8`].
 
 use core::arch::aarch64::*;
 use core::arch::asm;
@@ -69,16 +70,19 @@ fn store(out: &mut [f32], at: usize, acc: float32x4_t, bias: Option<&[f32]>, j: 
 
 /// The exact dots of one group for a 4x4 tile (rows i.., columns j..), lane c of entry r
 /// = column j + c of row i + r: `smull`/`smlal2` products of 16 bytes into i16 lanes (two
-/// products of |a| <= 127 and |w| <= 128 sum to at most 32512, inside i16), pairwise added
-/// into i32 with `sadalp`, reduced per output at the end of the group.
+/// products of |a| <= 127 and |w| <= 128 sum to at most 32512, inside i16: this is why the
+/// activations must be in -127..=127, the [`QRows`] contract), pairwise added into i32 with
+/// `sadalp`, reduced per output at the end of the group.
 ///
 /// # Safety
-/// Rows `i..i + 4` of `a` and `j..j + 4` of `w` must hold `stride` values (checked by
-/// `Q8Gemm::run` for the tiles `gemm_q8_base` visits).
+/// Rows `i..i + 4` of `a` and `j..j + 4` of `w` must hold `stride` values, and `group` must be
+/// a multiple of 16 dividing `stride` with `g < stride / group` (checked by `Q8Gemm::run` for
+/// the tiles `gemm_q8_base` visits).
 #[inline(always)]
 unsafe fn smull_dots_4x4(a: &QRows<'_>, w: &QRows<'_>, (i, j, g): (usize, usize, usize)) -> [int32x4_t; 4] {
     let (stride, group) = (a.stride, a.group);
     debug_assert!(a.values.len() >= (i + 4) * stride && w.values.len() >= (j + 4) * stride);
+    debug_assert!(group.is_multiple_of(16) && (g + 1) * group <= stride);
     // SAFETY: per the contract, every 16-byte load lies inside group g of one of those rows
     // (group is a multiple of 16); smull/smlal/sadalp are base NEON, enabled for this module.
     unsafe {
@@ -102,6 +106,10 @@ unsafe fn smull_dots_4x4(a: &QRows<'_>, w: &QRows<'_>, (i, j, g): (usize, usize,
 /// 4x4 tiles of [`smull_dots_4x4`], then the ragged rows and columns in scalar.
 fn gemm_q8_base(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
     let (stride, group) = (a.stride, a.group);
+    if !group.is_multiple_of(16) {
+        // The tiles load 16 bytes per step of a group (blobs always have such groups).
+        return scalar::gemm_q8(a, w, bias, out, s);
+    }
     let groups = stride / group;
     let (m4, n4) = (s.m / 4 * 4, s.n / 4 * 4);
     for i in (0..m4).step_by(4) {
@@ -131,6 +139,11 @@ fn gemm_q8_base(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f
 /// Four `sdot`s by element: `acc[r] += at[q][r] · w[q]` for the four 4-byte chunks `q` of
 /// `w`, i.e. lane `r` of `acc` gains row `r`'s dot with the 16 bytes of `w` when `at[q]` holds
 /// chunk `q` of four rows (see [`transpose4`]).
+///
+/// # Safety
+/// The CPU implements FEAT_DotProd (`sdot` is an undefined instruction otherwise). The block only
+/// touches registers, so there is no memory precondition to `debug_assert!` (and the no_std
+/// core cannot detect CPU features).
 #[inline(always)]
 unsafe fn sdot_by_chunk(acc: int32x4_t, at: &[int8x16_t; 4], w: int8x16_t) -> int32x4_t {
     let mut acc = acc;
@@ -176,6 +189,10 @@ const SDOT_COLS: usize = 8;
 /// and needs no horizontal reduction.
 fn gemm_q8_sdot(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
     let (stride, group) = (a.stride, a.group);
+    if !group.is_multiple_of(16) {
+        // The tiles load 16 bytes per step of a group (blobs always have such groups).
+        return scalar::gemm_q8(a, w, bias, out, s);
+    }
     let groups = stride / group;
     let (m4, nt) = (s.m / 4 * 4, s.n / SDOT_COLS * SDOT_COLS);
     for i in (0..m4).step_by(4) {
@@ -227,6 +244,11 @@ fn gemm_q8_sdot(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f
 
 /// `acc += smmla(x, y)`: x = [row0 k0..8 | row1 k0..8], y = [col0 k0..8 | col1 k0..8],
 /// lanes [r0c0, r0c1, r1c0, r1c1].
+///
+/// # Safety
+/// The CPU implements FEAT_I8MM (`smmla` is an undefined instruction otherwise). The block only
+/// touches registers, so there is no memory precondition to `debug_assert!` (and the no_std
+/// core cannot detect CPU features).
 #[inline(always)]
 unsafe fn smmla(acc: int32x4_t, x: int8x16_t, y: int8x16_t) -> int32x4_t {
     let mut acc = acc;
@@ -248,6 +270,10 @@ const SMMLA_COLS: usize = 8;
 /// apart only at the store.
 fn gemm_q8_i8mm(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
     let (stride, group) = (a.stride, a.group);
+    if !group.is_multiple_of(16) {
+        // The tiles load 16 bytes per step of a group (blobs always have such groups).
+        return scalar::gemm_q8(a, w, bias, out, s);
+    }
     let groups = stride / group;
     let (m4, nt) = (s.m / 4 * 4, s.n / SMMLA_COLS * SMMLA_COLS);
     let pair = |x: int8x16_t, y: int8x16_t| {
@@ -411,4 +437,69 @@ fn fgemm_f32(a: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], s: Sha
 
 fn fgemm_f16(a: &[f32], w: &[half::f16], bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
     fgemm(a, w, bias, out, s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::testing::{f16_convert_sweep, f16_sweep, q8_agrees_on_minus_128, F16Widen, F16_SCRATCH_BYTES};
+
+    /// Groups that are not a multiple of 16 (which `Q8Gemm::run` accepts; blobs do not have
+    /// them) take the scalar kernel: the tiles would load past a group, and past the last row.
+    #[test]
+    fn neon_q8_variants_match_scalar_on_groups_of_8_and_24() {
+        use crate::kernels::testing::{q8_scratch_bytes, q8_sweep};
+        let shapes = [(4, 8, 8, 8), (5, 9, 48, 24), (8, 8, 24, 8)];
+        let mut scratch = std::vec![0u8; q8_scratch_bytes(&shapes) + 64];
+        let mut variants = std::vec![BASE];
+        if std::arch::is_aarch64_feature_detected!("dotprod") {
+            // SAFETY: dotprod was just detected.
+            variants.push(unsafe { sdot_unchecked() });
+        }
+        if std::arch::is_aarch64_feature_detected!("i8mm") {
+            // SAFETY: i8mm was just detected.
+            variants.push(unsafe { i8mm_unchecked() });
+        }
+        for v in variants {
+            q8_sweep(v, &shapes, &mut scratch).unwrap_or_else(|m| panic!("{m:?}"));
+        }
+    }
+
+    /// The `smull` kernel relies on the activation contract of [`QRows`] (-127..=127), the
+    /// `sdot` and `smmla` kernels do not.
+    #[test]
+    fn only_the_smull_kernel_needs_activations_above_minus_128() {
+        assert!(!q8_agrees_on_minus_128(gemm_q8_base), "smull now agrees with scalar on -128: relax the contract");
+        if std::arch::is_aarch64_feature_detected!("dotprod") {
+            assert!(q8_agrees_on_minus_128(gemm_q8_sdot));
+        }
+        if std::arch::is_aarch64_feature_detected!("i8mm") {
+            assert!(q8_agrees_on_minus_128(gemm_q8_i8mm));
+        }
+    }
+
+    /// The float GEMM's fp16 load ([`LoadW::load4`], `fcvtl`) over a slice.
+    fn load4_slice(src: &[half::f16], dst: &mut [f32]) {
+        assert!(src.len().is_multiple_of(4) && dst.len() >= src.len());
+        for (s, d) in src.chunks_exact(4).zip(dst.chunks_exact_mut(4)) {
+            // SAFETY: NEON is enabled for this module; `s` holds 4 f16 and `d` 4 f32.
+            unsafe { vst1q_f32(d.as_mut_ptr(), <half::f16 as LoadW>::load4(s.as_ptr())) }
+        }
+    }
+
+    /// `fcvtl` as the NEON float GEMM widens fp16 weights, over all 65,536 bit patterns: the
+    /// load itself bit for bit (signed zeros and NaN payloads included), then the whole fp16
+    /// GEMM with one weight per output (payloads must survive its arithmetic too: FPCR.DN is
+    /// clear on Linux).
+    #[test]
+    fn fcvtl_matches_half_on_every_f16() {
+        let step = F16Widen { name: "fcvtl (LoadW::load4)", convert: load4_slice, nan_payload: true };
+        let r = f16_convert_sweep(step).unwrap_or_else(|m| panic!("{m:?}"));
+        assert_eq!((r.patterns, r.compared, r.nan_exact), (65536, 2 * 65536, 2 * 2046));
+        std::println!("fcvtl load: {r:?}");
+        let mut scratch = std::vec![0u8; F16_SCRATCH_BYTES];
+        let r = f16_sweep(F_NEON, &mut scratch).unwrap_or_else(|m| panic!("{m:?}"));
+        assert_eq!((r.compared, r.nan_default), (4 * 65536, 0));
+        std::println!("{}: {r:?}", F_NEON.name());
+    }
 }

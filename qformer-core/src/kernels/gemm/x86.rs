@@ -1,10 +1,22 @@
-//! x86_64 AVX2 int8 GEMM: 1 row x 8 columns per tile, 32 bytes per step.
+//! x86_64 kernels: int8 GEMMs with AVX2 and with AVX-512 VNNI, and the AVX2 + FMA + F16C
+//! float GEMM.
 //!
-//! AVX2 has no signed x signed byte multiply-add, so each step uses the usual identity
-//! `a·w = |w|·(a·sign(w))` with `vpmaddubsw` (u8 x i8 -> i16 pairs): `|w|` as u8 is exact
-//! for every i8 (|-128| = 128), and `a·sign(w)` is exact because the activation operand never
-//! holds -128 (the kernel contract). A pair sums to at most 2·128·127 = 32512, inside i16.
-//! Groups that are not a multiple of 32 bytes go to the scalar kernel.
+//! * `AVX2` / [`avx2_unchecked`] (`avx2_gemm_q8_1x8`): 1 row x 8 columns per tile, 32 bytes
+//!   per step. AVX2 has no signed x signed byte multiply-add, so each step uses the usual
+//!   identity `a·w = |w|·(a·sign(w))` with `vpmaddubsw` (u8 x i8 -> i16 pairs): `|w|` as u8 is
+//!   exact for every i8 (|-128| = 128), and `a·sign(w)` is exact because activations lie in
+//!   -127..=127 (the [`QRows`] contract: `vpsignb` would turn -128 · -1 into -128). A pair sums
+//!   to at most 2·128·127 = 32512 in magnitude, inside i16 (`vpmaddubsw` would saturate).
+//! * [`vnni_unchecked`] (`avx512vnni_gemm_q8_16x8`): 16 rows x 8 columns per tile in 512-bit
+//!   vectors with `vpdpbusd` (u8 x i8, 4-way dot into i32), the activations shifted to unsigned
+//!   (`a + 128`, exact for every i8) and the shift taken back with the weights' group sums;
+//!   products of fewer than 16 rows, or of more than `VNNI_MAX_GROUPS` (256) groups per row, use
+//!   the 4 x 4 tile `vnni_kernel`.
+//! * `F_AVX2` / [`f_avx2_unchecked`] (`avx2_fma_gemm_f32_f16_2x4`): 2 rows x 4 columns,
+//!   8-wide FMA along `k`, fp16 weights widened with `vcvtph2ps`.
+//!
+//! Int8 groups that are not a multiple of 32 bytes go to the scalar kernel; ragged rows and
+//! columns to [`scalar::gemm_q8_block`].
 
 use core::arch::x86_64::*;
 
@@ -35,19 +47,28 @@ fn gemm_q8_avx2(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f
     unsafe { kernel(a, w, bias, out, s) }
 }
 
-/// Exact dots of one 32-byte chunk for 8 columns, added to `acc[c]` as 8 i32 lanes each.
+/// Exact dots of one 32-byte chunk `x` of an activation row with bytes `k..k + 32` of the
+/// 8 weight rows `wr`, added to `acc[c]` as 8 i32 lanes each (exact while every byte of `x`
+/// is in -127..=127, see the module docs).
+///
+/// # Safety
+/// The CPU supports AVX2, and `k + 32 <= wr[c].len()` for every `c` (the loads are unchecked).
 #[target_feature(enable = "avx2")]
-unsafe fn step(x: __m256i, wp: [*const i8; 8], k: usize, acc: &mut [__m256i; 8]) {
+unsafe fn step(x: __m256i, wr: &[&[i8]; 8], k: usize, acc: &mut [__m256i; 8]) {
+    debug_assert!(wr.iter().all(|r| k + 32 <= r.len()));
     let ones = _mm256_set1_epi16(1);
     for c in 0..8 {
-        // SAFETY: the caller guarantees `wp[c].add(k)` has 32 readable bytes.
-        let y = unsafe { _mm256_loadu_si256(wp[c].add(k) as *const __m256i) };
+        // SAFETY: the caller guarantees `k + 32 <= wr[c].len()`.
+        let y = unsafe { _mm256_loadu_si256(wr[c].as_ptr().add(k) as *const __m256i) };
         let p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(y, y), _mm256_sign_epi8(x, y));
         acc[c] = _mm256_add_epi32(acc[c], _mm256_madd_epi16(p16, ones));
     }
 }
 
-/// Horizontal sums of 8 vectors of 8 i32: lane c = sum of `v[c]`.
+/// Horizontal sums of 8 vectors of 8 i32: lane c = sum of `v[c]` (wrapping).
+///
+/// # Safety
+/// The CPU supports AVX2 (the only precondition: register-only arithmetic).
 #[target_feature(enable = "avx2")]
 unsafe fn reduce8(v: &[__m256i; 8]) -> __m256i {
     let a = _mm256_hadd_epi32(v[0], v[1]);
@@ -61,9 +82,18 @@ unsafe fn reduce8(v: &[__m256i; 8]) -> __m256i {
     _mm256_add_epi32(lo, hi)
 }
 
+/// The AVX2 int8 GEMM: 1 x 8 tiles of [`step`] over 64-row blocks of `w`, the ragged
+/// columns in scalar. Gives the scalar kernel's bits while every activation is in -127..=127.
+///
+/// # Safety
+/// The CPU supports AVX2; the operands fit `s` as [`Q8Gemm::run`] checks them (`a` holds `m`
+/// rows and `w` `n` rows of `stride` values, the same `stride` and `group` for both, `stride`
+/// a multiple of `group`), and `group` is a non-zero multiple of 32. Rows are sliced with
+/// checked indexing; only the 32-byte loads inside a row are unchecked.
 #[target_feature(enable = "avx2")]
 unsafe fn kernel(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
     let (stride, group) = (a.stride, a.group);
+    debug_assert!(super::q8_operands_fit(a, w, bias, out, s) && group > 0 && group.is_multiple_of(32));
     let groups = stride / group;
     let n8 = s.n / 8 * 8;
     // Blocks of 64 weight rows stay in L2 while every activation row passes over them.
@@ -71,16 +101,17 @@ unsafe fn kernel(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [
         for i in 0..s.m {
             let ar = &a.values[i * stride..(i + 1) * stride];
             for j in (jb..n8.min(jb + 64)).step_by(8) {
-                let wp: [*const i8; 8] = core::array::from_fn(|c| w.values[(j + c) * stride..].as_ptr());
+                let wr: [&[i8]; 8] = core::array::from_fn(|c| &w.values[(j + c) * stride..(j + c + 1) * stride]);
                 let mut facc = _mm256_setzero_ps();
                 for g in 0..groups {
                     let mut acc = [_mm256_setzero_si256(); 8];
                     for k in (g * group..(g + 1) * group).step_by(32) {
-                        // SAFETY: `k + 32 <= stride`: rows `j..j + 8` of `w` and row `i` of `a`
-                        // hold `stride` bytes each (checked by `Q8Gemm::run`).
+                        // SAFETY: AVX2 is enabled for this function; `k + 32 <= stride` (group
+                        // is a multiple of 32 dividing `stride`), and `ar` and every `wr[c]`
+                        // are slices of `stride` bytes.
                         unsafe {
                             let x = _mm256_loadu_si256(ar.as_ptr().add(k) as *const __m256i);
-                            step(x, wp, k, &mut acc);
+                            step(x, &wr, k, &mut acc);
                         }
                     }
                     // SAFETY: AVX2 is enabled for this function.
@@ -141,6 +172,10 @@ impl LoadW for half::f16 {
     }
 }
 
+/// Sum of the 8 lanes of `v`, as `((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7))`.
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA (the only precondition: register-only arithmetic).
 #[target_feature(enable = "avx2,fma")]
 unsafe fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -149,9 +184,17 @@ unsafe fn hsum(v: __m256) -> f32 {
 }
 
 /// 2 rows x 4 columns, 8-wide FMA along k; tails in scalar.
+///
+/// # Safety
+/// The CPU supports AVX2, FMA and F16C, and the operands fit `s` as [`FGemm::run_f32`]
+/// checks them: `a` holds `m * k` values, `w` `n * k`, `bias` (if any) `n`, and `out`
+/// `(m - 1) * ldo + n` with `ldo >= n` (the vector loads are unchecked, the stores checked).
+///
+/// [`FGemm::run_f32`]: super::FGemm::run_f32
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::needless_range_loop)] // `c` indexes the tile's columns in `acc` and `w` alike
 unsafe fn fgemm<W: LoadW + Into<f32>>(a: &[f32], w: &[W], bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
+    debug_assert!(super::f_operands_fit(a.len(), w.len(), bias, out, s));
     let Shape { m, n, k, ldo } = s;
     let k8 = k / 8 * 8;
     let (m2, n4) = (m / 2 * 2, n / 4 * 4);
@@ -248,6 +291,10 @@ fn gemm_q8_vnni(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f
 }
 
 /// 8x8 transpose of 32-bit lanes: `out[q]` lane `r` = `v[r]` lane `q`.
+///
+/// # Safety
+/// Safe to call from functions that enable AVX2 (the VNNI kernels); elsewhere the call is
+/// `unsafe` and the CPU must support AVX2. Register-only, no other precondition.
 #[target_feature(enable = "avx2")]
 fn transpose8(v: [__m256i; 8]) -> [__m256i; 8] {
     let t: [__m256i; 8] = core::array::from_fn(|p| {
@@ -285,7 +332,9 @@ fn transpose8(v: [__m256i; 8]) -> [__m256i; 8] {
 /// `group` is a multiple of 32 dividing `stride`, and `corr` holds `8 * stride / group` values.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
 unsafe fn column_corrections(wp: *const i8, stride: usize, group: usize, corr: &mut [i32]) {
+    debug_assert!(group > 0 && group.is_multiple_of(32) && stride.is_multiple_of(group));
     let groups = stride / group;
+    debug_assert!(corr.len() >= 8 * groups);
     let ones = _mm256_set1_epi8(1);
     for c in 0..8 {
         for g in 0..groups {
@@ -312,11 +361,17 @@ unsafe fn column_corrections(wp: *const i8, stride: usize, group: usize, corr: &
 /// more tile ending at the last row (overlapping the previous one: the same bits again, only
 /// the new rows stored); leftover columns go to scalar, products of fewer than 16 rows to
 /// [`vnni_kernel`].
+///
+/// # Safety
+/// The CPU supports AVX512F, AVX512BW, AVX512VL and AVX512-VNNI; the operands fit `s` as
+/// [`Q8Gemm::run`] checks them (every access of the tiles is unchecked), `group` is a
+/// non-zero multiple of 32 and a row has at most [`VNNI_MAX_GROUPS`] groups.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
 unsafe fn vnni_16x8(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
     let (stride, group) = (a.stride, a.group);
+    debug_assert!(super::q8_operands_fit(a, w, bias, out, s) && group > 0 && group.is_multiple_of(32));
     let groups = stride / group;
-    debug_assert!(groups <= VNNI_MAX_GROUPS && group.is_multiple_of(32));
+    debug_assert!(groups <= VNNI_MAX_GROUPS);
     if s.m < 16 {
         // SAFETY: the same features as this function.
         return unsafe { vnni_kernel(a, w, bias, out, s) };
@@ -398,7 +453,11 @@ unsafe fn vnni_16x8(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mu
     scalar::gemm_q8_block(a, w, bias, out, s, 0..s.m, n8..s.n);
 }
 
-/// Lane-wise horizontal sums: `out[k] = sum of the 8 lanes of v[k]` for 8 vectors.
+/// Lane-wise horizontal sums: `out[k] = sum of the 8 lanes of v[k]` for 8 vectors
+/// ([`reduce8`] by value).
+///
+/// # Safety
+/// The CPU supports AVX2 (the only precondition: register-only arithmetic).
 #[target_feature(enable = "avx2")]
 unsafe fn reduce8_arr(v: [__m256i; 8]) -> __m256i {
     // SAFETY: AVX2 is enabled for this function.
@@ -407,10 +466,17 @@ unsafe fn reduce8_arr(v: [__m256i; 8]) -> __m256i {
 
 /// 4 rows x 4 columns per tile with `vpdpbusd` (u8 x i8, 4-way dot into i32 lanes). The
 /// activations are shifted to unsigned, `a + 128`, and the shift is taken back exactly with
-/// the weights' group sums: `sum(a w) = sum((a + 128) w) - 128 sum(w)`, all in i32.
+/// the weights' group sums: `sum(a w) = sum((a + 128) w) - 128 sum(w)`, all in i32. Ragged
+/// rows and columns go to [`scalar::gemm_q8_block`].
+///
+/// # Safety
+/// The CPU supports AVX512F, AVX512BW, AVX512VL and AVX512-VNNI; the operands fit `s` as
+/// [`Q8Gemm::run`] checks them (the 32-byte loads are unchecked; scales and `out` are
+/// indexed with checks), and `group` is a non-zero multiple of 32.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
 unsafe fn vnni_kernel(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
     let (stride, group) = (a.stride, a.group);
+    debug_assert!(super::q8_operands_fit(a, w, bias, out, s) && group > 0 && group.is_multiple_of(32));
     let groups = stride / group;
     let (m4, n4) = (s.m / 4 * 4, s.n / 4 * 4);
     let shift = _mm256_set1_epi8(-128); // xor with 0x80 adds 128 as u8
@@ -443,7 +509,8 @@ unsafe fn vnni_kernel(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &
                             }
                         }
                     }
-                    // dots[r] lanes 0..4 = columns j..j+4 of row i+r (lanes 4..8 = rows r+... see below).
+                    // d01 lanes 0..4 = columns j..j+4 of row i, lanes 4..8 = those of row i+1;
+                    // d23 the same for rows i+2, i+3; ws holds the 4 columns' weight sums twice.
                     // SAFETY: AVX2 is enabled for this function.
                     let (d01, d23, ws) = unsafe {
                         (
@@ -486,4 +553,69 @@ unsafe fn vnni_kernel(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &
     }
     scalar::gemm_q8_block(a, w, bias, out, s, 0..m4, n4..s.n);
     scalar::gemm_q8_block(a, w, bias, out, s, m4..s.m, 0..s.n);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::testing::{f16_convert_sweep, f16_sweep, q8_agrees_on_minus_128, F16Widen, F16_SCRATCH_BYTES};
+    use std::arch::is_x86_feature_detected as has;
+
+    /// The AVX2 kernel relies on the activation contract of [`QRows`] (-127..=127), the VNNI
+    /// kernels do not.
+    #[test]
+    fn only_the_avx2_kernel_needs_activations_above_minus_128() {
+        if has!("avx2") {
+            assert!(!q8_agrees_on_minus_128(gemm_q8_avx2), "AVX2 now agrees with scalar on -128: relax the contract");
+        }
+        if has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512vnni") {
+            assert!(q8_agrees_on_minus_128(gemm_q8_vnni));
+        } else {
+            std::println!("VNNI not checked: this CPU lacks it");
+        }
+    }
+
+    fn has_f16c() -> bool {
+        has!("avx2") && has!("fma") && has!("f16c")
+    }
+
+    /// The float GEMM's fp16 load ([`LoadW::load8`], `vcvtph2ps`) over a slice.
+    ///
+    /// # Safety
+    /// The CPU supports AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load8_slice(src: &[half::f16], dst: &mut [f32]) {
+        assert!(src.len().is_multiple_of(8) && dst.len() >= src.len());
+        for (s, d) in src.chunks_exact(8).zip(dst.chunks_exact_mut(8)) {
+            // SAFETY: the caller guarantees the features; `s` holds 8 f16 and `d` 8 f32.
+            unsafe { _mm256_storeu_ps(d.as_mut_ptr(), <half::f16 as LoadW>::load8(s.as_ptr())) }
+        }
+    }
+
+    fn load8_checked(src: &[half::f16], dst: &mut [f32]) {
+        assert!(has_f16c());
+        // SAFETY: the features were just detected.
+        unsafe { load8_slice(src, dst) }
+    }
+
+    /// `vcvtph2ps` as the AVX2 float GEMM widens fp16 weights, over all 65,536 bit patterns:
+    /// the load itself bit for bit (signed zeros and NaN payloads included), then the whole
+    /// fp16 GEMM with one weight per output (payloads must survive its arithmetic too).
+    #[test]
+    fn vcvtph2ps_matches_half_on_every_f16() {
+        if !has_f16c() {
+            std::println!("skipped: this CPU has no AVX2 + FMA + F16C");
+            return;
+        }
+        let step = F16Widen { name: "vcvtph2ps (LoadW::load8)", convert: load8_checked, nan_payload: true };
+        let r = f16_convert_sweep(step).unwrap_or_else(|m| panic!("{m:?}"));
+        assert_eq!((r.patterns, r.compared, r.nan_exact), (65536, 2 * 65536, 2 * 2046));
+        std::println!("vcvtph2ps load: {r:?}");
+        let mut scratch = std::vec![0u8; F16_SCRATCH_BYTES];
+        // SAFETY: AVX2, FMA and F16C were just detected.
+        let v = unsafe { f_avx2_unchecked() };
+        let r = f16_sweep(v, &mut scratch).unwrap_or_else(|m| panic!("{m:?}"));
+        assert_eq!((r.compared, r.nan_default), (4 * 65536, 0));
+        std::println!("{}: {r:?}", v.name());
+    }
 }

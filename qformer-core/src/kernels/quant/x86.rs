@@ -29,8 +29,16 @@ fn quantize_avx2(src: &[f32], out: &mut [i8]) -> f32 {
     unsafe { kernel(src, out) }
 }
 
+/// The AVX2 group quantizer for `src.len()` a multiple of 8 (whole 8-lane steps only), the
+/// scalar one's bits; non-finite inputs and maxima too small for `127 / max` go to scalar.
+///
+/// # Safety
+/// The CPU supports AVX2, `src.len()` is a multiple of 8 and `out.len() == src.len()` (the
+/// 8-lane loads and stores go through `chunks_exact`, so a violation of the lengths loses
+/// values rather than memory safety; only AVX2 is needed for soundness).
 #[target_feature(enable = "avx2")]
 unsafe fn kernel(src: &[f32], out: &mut [i8]) -> f32 {
+    debug_assert!(src.len().is_multiple_of(8) && out.len() == src.len());
     let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
     let inf = _mm256_set1_ps(f32::INFINITY);
     let mut vmax = _mm256_setzero_ps();
