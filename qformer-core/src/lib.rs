@@ -21,7 +21,8 @@
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 
-#[cfg(test)]
+// Tests, and run-time CPU detection with the `std-detect` feature (`kernels::CpuFeature::detected`).
+#[cfg(any(test, feature = "std-detect"))]
 extern crate std;
 
 #[cfg(target_endian = "big")]
