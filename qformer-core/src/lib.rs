@@ -7,6 +7,12 @@
 //!   group-wise scales; see [`blob`] for the format and `docs/FORMAT.md` for its byte layout.
 //! * Kernels live in [`kernels`], one module per family, one file per instruction set, each
 //!   tested against its portable scalar twin.
+//! * The kernels are chosen at compile time from the target and cargo features only, so every
+//!   toolchain (stable rustup included) builds the same ones: `thumbv7em-*` gets the DSP
+//!   kernels (with the FPU ones on `eabihf`), `thumbv8m.main-*` the DSP ones with the `dsp`
+//!   feature and the Helium ones with `helium`, aarch64 and x86_64 follow their stable target
+//!   features; `std-detect` adds run-time CPU detection. See [`kernels`] for the variant
+//!   tables and the named cfgs `build.rs` derives.
 //!
 //! ```no_run
 //! use qformer_core::{Model, AlignedArena};
