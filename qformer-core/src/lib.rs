@@ -8,6 +8,12 @@
 //!   group-wise scales; see [`blob`] for the format and `docs/FORMAT.md` for its byte layout.
 //! * Kernels live in [`kernels`], one module per family, one file per instruction set, each
 //!   tested against its portable scalar twin.
+//! * The kernels are chosen at compile time from the target and cargo features only, so every
+//!   toolchain (stable rustup included) builds the same ones: `thumbv7em-*` gets the DSP
+//!   kernels (with the FPU ones on `eabihf`), `thumbv8m.main-*` the DSP ones with the `dsp`
+//!   feature and the Helium ones with `helium`, aarch64 and x86_64 follow their stable target
+//!   features; `std-detect` adds run-time CPU detection. See [`kernels`] for the variant
+//!   tables and the named cfgs `build.rs` derives.
 //!
 //! ```no_run
 //! use qformer_core::{Model, AlignedArena};
@@ -22,7 +28,8 @@
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 
-#[cfg(test)]
+// Tests, and run-time CPU detection with the `std-detect` feature (`kernels::CpuFeature::detected`).
+#[cfg(any(test, feature = "std-detect"))]
 extern crate std;
 
 /// Defines a `#[repr]` enum whose discriminants are stored codes of the blob format, with

@@ -5,61 +5,63 @@
 use std::vec;
 use std::vec::Vec;
 
-use crate::kernels::gemm::{self, FGemm, Q8Gemm};
+use crate::kernels::gemm::{FGemm, Q8Gemm};
+use crate::kernels::quant::Quantizer;
 use crate::kernels::testing::{f_scratch_bytes, f_sweep, q8_scratch_bytes, q8_sweep, F_SHAPES, Q8_SHAPES};
-use crate::kernels::Kernels;
+use crate::kernels::{Kernels, Variant};
 
-/// Variants compiled in plus those this CPU supports at run time.
+/// The entries of a variant table this CPU runs (compiled in or detected), scalar first.
+fn usable<K: Copy>(table: &[Variant<K>]) -> Vec<K> {
+    table.iter().filter_map(Variant::detected).collect()
+}
+
 fn q8_variants() -> Vec<Q8Gemm> {
-    let mut v: Vec<Q8Gemm> = gemm::compiled_variants().to_vec();
+    usable(Q8Gemm::VARIANTS)
+}
+
+#[test]
+fn variant_lists_are_ranked_scalar_first_best_last_and_without_repeats() {
+    fn check<K: Copy>(table: &[Variant<K>], name: fn(&K) -> &'static str, compiled: &[K], best: K, detected: K) {
+        let ranks: Vec<u8> = table.iter().map(Variant::rank).collect();
+        assert!(ranks.windows(2).all(|w| w[0] < w[1]), "ranks {ranks:?}");
+        let names: Vec<&str> = table.iter().filter_map(|v| v.detected()).map(|k| name(&k)).collect();
+        let mut unique = names.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "a variant is listed twice: {names:?}");
+        let listed: Vec<&str> = compiled.iter().map(name).collect();
+        let want: Vec<&str> = table.iter().filter_map(|v| v.compiled()).map(|k| name(&k)).collect();
+        assert_eq!(listed, want);
+        assert_eq!(listed.last().copied(), Some(name(&best)), "COMPILED is the last compiled variant");
+        assert_eq!(names.last().copied(), Some(name(&detected)), "detected() is the last usable variant");
+        assert!(listed.iter().all(|n| names.contains(n)), "every compiled variant is usable");
+        std::println!("usable: {names:?}");
+    }
+    let k = Kernels::detected();
+    check(Q8Gemm::VARIANTS, |k| k.name(), crate::kernels::gemm::compiled_variants(), Q8Gemm::COMPILED, k.q8);
+    check(FGemm::VARIANTS, |k| k.name(), crate::kernels::gemm::compiled_f_variants(), FGemm::COMPILED, k.f);
+    let quants = crate::kernels::quant::compiled_variants();
+    check(Quantizer::VARIANTS, |k| k.name(), quants, Quantizer::COMPILED, k.quant);
+    assert!(Q8Gemm::SCALAR.is("scalar_gemm_q8") && !Q8Gemm::SCALAR.is("scalar_gemm_q"));
+    // This CPU's SIMD kernels are in the lists: a table entry left out would go untested.
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 was just detected.
-        v.push(unsafe { gemm::x86::avx2_unchecked() });
-    }
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f")
-        && std::arch::is_x86_feature_detected!("avx512bw")
-        && std::arch::is_x86_feature_detected!("avx512vl")
-        && std::arch::is_x86_feature_detected!("avx512vnni")
-    {
-        // SAFETY: the four features were just detected.
-        v.push(unsafe { gemm::x86::vnni_unchecked() });
+        assert!(q8_variants().iter().any(|v| v.is("avx2_gemm_q8_1x8")));
+        assert!(usable(Quantizer::VARIANTS).iter().any(|v| v.is("avx2_quant_i8")));
     }
     #[cfg(target_arch = "aarch64")]
     {
-        if std::arch::is_aarch64_feature_detected!("dotprod") {
-            // SAFETY: dotprod was just detected.
-            v.push(unsafe { gemm::neon::sdot_unchecked() });
-        }
+        assert!(q8_variants().iter().any(|v| v.is("neon_gemm_q8_smull_4x4")));
         if std::arch::is_aarch64_feature_detected!("i8mm") {
-            // SAFETY: i8mm was just detected.
-            v.push(unsafe { gemm::neon::i8mm_unchecked() });
+            assert!(q8_variants().iter().any(|v| v.is("neon_gemm_q8_smmla_4x8")));
         }
     }
-    v
-}
-
-/// Float variants compiled in plus those this CPU supports at run time.
-fn f_variants() -> Vec<FGemm> {
-    let mut v = vec![FGemm::SCALAR, FGemm::COMPILED];
-    #[cfg(target_arch = "x86_64")]
-    if ["avx2", "fma", "f16c"].iter().all(|f| match *f {
-        "avx2" => std::arch::is_x86_feature_detected!("avx2"),
-        "fma" => std::arch::is_x86_feature_detected!("fma"),
-        _ => std::arch::is_x86_feature_detected!("f16c"),
-    }) {
-        // SAFETY: AVX2, FMA and F16C were just detected.
-        v.push(unsafe { gemm::x86::f_avx2_unchecked() });
-    }
-    v.dedup_by_key(|k| k.name());
-    v
 }
 
 #[test]
 fn every_float_variant_is_within_the_bound_of_scalar() {
     let mut scratch = vec![0u8; f_scratch_bytes(&F_SHAPES) + 64];
-    for v in f_variants() {
+    for v in usable(FGemm::VARIANTS) {
         let n = f_sweep(v, &F_SHAPES, &mut scratch).unwrap_or_else(|m| panic!("{m:?}"));
         std::println!("{}: {n} shapes within bound (f32 and fp16 weights)", v.name());
     }
@@ -67,16 +69,8 @@ fn every_float_variant_is_within_the_bound_of_scalar() {
 
 #[test]
 fn every_quantizer_matches_scalar_bit_for_bit() {
-    use crate::kernels::quant::Quantizer;
-    let mut v = vec![Quantizer::SCALAR, Quantizer::COMPILED];
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 was just detected.
-        v.push(unsafe { crate::kernels::quant::x86::avx2_unchecked() });
-    }
-    v.dedup_by_key(|q| q.name());
     let mut scratch = vec![0u8; 6 * 3072 + 128];
-    for q in v {
+    for q in usable(Quantizer::VARIANTS) {
         let n = crate::kernels::testing::quant_sweep(q, &mut scratch).unwrap_or_else(|m| panic!("{m:?}"));
         std::println!("{}: {n} groups bit-exact", q.name());
     }
@@ -90,8 +84,6 @@ fn every_q8_variant_matches_scalar_bit_for_bit() {
         let n = q8_sweep(*v, &Q8_SHAPES, &mut scratch).unwrap_or_else(|m| panic!("{m:?}"));
         std::println!("{}: {n} shapes bit-exact", v.name());
     }
-    #[cfg(target_arch = "x86_64")]
-    assert!(variants.len() >= 2 || !std::arch::is_x86_feature_detected!("avx2"));
 }
 
 /// Rows longer than some kernels' fixed-size buffers take (e.g. more than 256 groups for
@@ -126,14 +118,7 @@ fn int8_model_output_bytes_equal_the_host_reference_with_every_kernel() {
     let mut arena = vec![0u128; model.arena_bytes() / 16 + 1];
     let arena = bytemuck::cast_slice_mut::<u128, u8>(&mut arena);
     for q8 in q8_variants() {
-        #[allow(unused_mut)] // only x86_64 swaps the quantizer
-        let mut kernels = Kernels { q8, ..Kernels::COMPILED };
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: AVX2 was just detected.
-            kernels.quant = unsafe { crate::kernels::quant::x86::avx2_unchecked() };
-        }
-        let model = model.with_kernels(kernels);
+        let model = model.with_kernels(Kernels { q8, quant: Kernels::detected().quant, ..Kernels::COMPILED });
         let mut out = vec![0f32; (c.num_queries * c.hidden) as usize];
         let mut proj = vec![0f32; (c.num_queries * c.projection_dim) as usize];
         model.forward(&image, arena, &mut out, Some(&mut proj)).expect("forward");

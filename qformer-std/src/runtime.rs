@@ -7,6 +7,9 @@ use std::io::{Read, Seek};
 use anyhow::{bail, Context, Result};
 use memmap2::Mmap;
 use qformer_core::blob::{FORMAT_VERSION, HEADER_BYTES, MAGIC};
+use qformer_core::kernels::gemm::{FGemm, Q8Gemm};
+use qformer_core::kernels::quant::Quantizer;
+use qformer_core::kernels::Variant;
 use qformer_core::Model;
 
 use crate::files;
@@ -288,90 +291,30 @@ pub fn run_batch_with(
     Ok(out)
 }
 
-/// The best kernels for this CPU, detected at run time (the no_std core can only use what
-/// is enabled at compile time).
+/// The best kernels for this CPU, detected at run time (the no_std core alone can only use
+/// what is enabled at compile time): the highest-ranked usable entry of each family's variant
+/// table.
 pub fn detect_kernels() -> qformer_core::kernels::Kernels {
-    let mut k = qformer_core::kernels::Kernels::COMPILED;
-    // Each list holds the variants in increasing order of speed.
-    if let Some(best) = q8_variants().last() {
-        k.q8 = *best;
-    }
-    if let Some(best) = quant_variants().last() {
-        k.quant = *best;
-    }
-    if let Some(best) = f_variants().last() {
-        k.f = *best;
-    }
-    k
+    qformer_core::kernels::Kernels::detected()
+}
+
+/// The entries of a variant table this CPU runs (compiled in, or their CPU features detected),
+/// in increasing rank: scalar first, the one [`detect_kernels`] picks last.
+fn usable<K: Copy>(table: &[Variant<K>]) -> Vec<K> {
+    table.iter().filter_map(Variant::detected).collect()
 }
 
 /// Every int8 GEMM variant this CPU can run, scalar first (for benchmarks and reports).
-pub fn q8_variants() -> Vec<qformer_core::kernels::gemm::Q8Gemm> {
-    use qformer_core::kernels::gemm;
-    #[allow(unused_mut)]
-    let mut v: Vec<gemm::Q8Gemm> = gemm::compiled_variants().to_vec();
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: AVX2 was just detected.
-            v.push(unsafe { gemm::x86::avx2_unchecked() });
-        }
-        if ["avx512f", "avx512bw", "avx512vl", "avx512vnni"].iter().all(|f| x86_has(f)) {
-            // SAFETY: the four features were just detected.
-            v.push(unsafe { gemm::x86::vnni_unchecked() });
-        }
-    }
-    #[cfg(target_arch = "aarch64")]
-    {
-        if std::arch::is_aarch64_feature_detected!("dotprod") {
-            // SAFETY: dotprod was just detected.
-            v.push(unsafe { gemm::neon::sdot_unchecked() });
-        }
-        if std::arch::is_aarch64_feature_detected!("i8mm") {
-            // SAFETY: i8mm was just detected.
-            v.push(unsafe { gemm::neon::i8mm_unchecked() });
-        }
-    }
-    v.dedup_by_key(|k| k.name());
-    v
+pub fn q8_variants() -> Vec<Q8Gemm> {
+    usable(Q8Gemm::VARIANTS)
 }
 
 /// Every activation quantizer this CPU can run, scalar first (for benchmarks and reports).
-pub fn quant_variants() -> Vec<qformer_core::kernels::quant::Quantizer> {
-    #[allow(unused_mut)]
-    let mut v = qformer_core::kernels::quant::compiled_variants().to_vec();
-    #[cfg(target_arch = "x86_64")]
-    if x86_has("avx2") {
-        // SAFETY: AVX2 was just detected.
-        v.push(unsafe { qformer_core::kernels::quant::x86::avx2_unchecked() });
-    }
-    v.dedup_by_key(|k| k.name());
-    v
+pub fn quant_variants() -> Vec<Quantizer> {
+    usable(Quantizer::VARIANTS)
 }
 
 /// Every float GEMM this CPU can run, scalar first (for benchmarks and reports).
-pub fn f_variants() -> Vec<qformer_core::kernels::gemm::FGemm> {
-    #[allow(unused_mut)]
-    let mut v = qformer_core::kernels::gemm::compiled_f_variants().to_vec();
-    #[cfg(target_arch = "x86_64")]
-    if ["avx2", "fma", "f16c"].iter().all(|f| x86_has(f)) {
-        // SAFETY: AVX2, FMA and F16C were just detected.
-        v.push(unsafe { qformer_core::kernels::gemm::x86::f_avx2_unchecked() });
-    }
-    v.dedup_by_key(|k| k.name());
-    v
-}
-
-#[cfg(target_arch = "x86_64")]
-fn x86_has(feature: &str) -> bool {
-    match feature {
-        "avx2" => std::arch::is_x86_feature_detected!("avx2"),
-        "avx512f" => std::arch::is_x86_feature_detected!("avx512f"),
-        "avx512bw" => std::arch::is_x86_feature_detected!("avx512bw"),
-        "avx512vl" => std::arch::is_x86_feature_detected!("avx512vl"),
-        "avx512vnni" => std::arch::is_x86_feature_detected!("avx512vnni"),
-        "fma" => std::arch::is_x86_feature_detected!("fma"),
-        "f16c" => std::arch::is_x86_feature_detected!("f16c"),
-        _ => false,
-    }
+pub fn f_variants() -> Vec<FGemm> {
+    usable(FGemm::VARIANTS)
 }

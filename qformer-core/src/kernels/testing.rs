@@ -510,13 +510,13 @@ pub fn q8_agrees_on_minus_128(run: super::gemm::Q8Fn) -> bool {
 /// those loads.
 pub fn f16_widening_steps() -> &'static [F16Widen] {
     &[
-        #[cfg(all(target_arch = "arm", target_feature = "dsp", target_feature = "fpregs", not(feature = "helium")))]
+        #[cfg(all(qf_dsp, qf_fpu))]
         F16Widen {
             name: "dsp_widen_f16 (vcvtb/vcvtt.f32.f16)",
             convert: super::gemm::dsp::widen_f16,
             nan_payload: true,
         },
-        #[cfg(all(target_arch = "arm", feature = "helium"))]
+        #[cfg(qf_helium)]
         F16Widen {
             name: "helium_widen_f16 (vldrh.u32 + vcvtb.f32.f16)",
             convert: super::gemm::helium::widen_f16,

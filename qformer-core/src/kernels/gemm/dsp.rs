@@ -12,12 +12,18 @@
 //! The dot loop of one group is one `asm!` block (LLVM spills when each instruction is its
 //! own block).
 //!
+//! Every block using a DSP instruction is wrapped in `dsp_begin!` and `dsp_end!`: on
+//! thumbv8m.main the DSP extension is optional, LLVM's target lacks it (the `dsp` cargo feature
+//! declares the CPU has it) and its assembler knows no `.arch_extension dsp`, so the block
+//! switches the assembler to Armv7E-M (whose instructions are all it uses) and back; on
+//! thumbv7em, where DSP is part of the architecture, both are empty.
+//!
 //! Per group the 4 dots are combined on the scalar FPU exactly as [`scalar::gemm_q8_block`]
 //! does (`acc += (sa * sw) * dot`, then `acc + bias`); between chunks the partial `acc` waits
 //! in `out`. A last block of fewer than 4 rows repeats its last row (computed, not written).
 //! Groups that are not a multiple of 16 or longer than a chunk go to [`scalar::gemm_q8`].
 //!
-//! With the FPU (`target_feature = "fpregs"`: FPv4-SP on Cortex-M4F, FPv5 on Cortex-M7) the
+//! With the FPU (cfg `qf_fpu`, a hard-float target: FPv4-SP on Cortex-M4F, FPv5 on Cortex-M7) the
 //! module also has the float GEMM `F_DSP`, a register-blocked scalar-FPU kernel: a tile of
 //! 4 rows of `a` x 2 rows of `w` keeps its 8 accumulators in s0-s7 and, per 4 columns of `k`,
 //! loads 4 x 4 activations (s8-s23) and 2 x 4 weights (s24-s31) with 6 `vldmia` and issues
@@ -30,13 +36,50 @@
 
 use core::arch::asm;
 
-#[cfg(target_feature = "fpregs")]
+#[cfg(qf_fpu)]
 use super::FGemm;
 use super::{scalar, Q8Gemm, Shape};
 use crate::kernels::QRows;
 
-/// The DSP variant (`target_feature = "dsp"`: thumbv7em, thumbv8m.main with DSP).
+/// The DSP variant (cfg `qf_dsp`: thumbv7em, thumbv8m.main with the `dsp` feature).
 pub const DSP: Q8Gemm = Q8Gemm::new("dsp_gemm_q8_smlad_4x1", gemm_q8_dsp);
+
+/// Assembler directives opening an `asm!` block with DSP instructions (see the module docs);
+/// the block's FPU instructions, if any, are FPv4-SP ones.
+#[cfg(qf_v8m_dsp)]
+macro_rules! dsp_begin {
+    () => {
+        ".arch armv7e-m\n.fpu fpv4-sp-d16"
+    };
+}
+#[cfg(not(qf_v8m_dsp))]
+macro_rules! dsp_begin {
+    () => {
+        ""
+    };
+}
+/// Directives closing a block opened with `dsp_begin!`: back to the target's architecture
+/// and FPU (which also keeps the object's build attributes those of the target).
+#[cfg(all(qf_v8m_dsp, qf_fpu))]
+macro_rules! dsp_end {
+    () => {
+        ".arch armv8-m.main\n.fpu fpv5-sp-d16"
+    };
+}
+#[cfg(all(qf_v8m_dsp, not(qf_fpu)))]
+macro_rules! dsp_end {
+    () => {
+        ".arch armv8-m.main\n.fpu softvfp"
+    };
+}
+#[cfg(not(qf_v8m_dsp))]
+macro_rules! dsp_end {
+    () => {
+        ""
+    };
+}
+#[cfg(qf_fpu)] // for `quant::dsp`, compiled only with the FPU
+pub(crate) use {dsp_begin, dsp_end};
 
 /// Columns of `k` widened per chunk: the stack buffer holds 4 rows x `K_CHUNK` i16.
 const K_CHUNK: usize = 256;
@@ -47,7 +90,14 @@ fn sxtb16(x: u32) -> u32 {
     let r: u32;
     // SAFETY: a register-only DSP instruction (this module is compiled only with `dsp`).
     unsafe {
-        asm!("sxtb16 {r}, {x}", r = lateout(reg) r, x = in(reg) x, options(pure, nomem, nostack, preserves_flags))
+        asm!(
+            dsp_begin!(),
+            "sxtb16 {r}, {x}",
+            dsp_end!(),
+            r = lateout(reg) r,
+            x = in(reg) x,
+            options(pure, nomem, nostack, preserves_flags),
+        )
     };
     r
 }
@@ -58,7 +108,14 @@ fn sxtb16_ror8(x: u32) -> u32 {
     let r: u32;
     // SAFETY: a register-only DSP instruction.
     unsafe {
-        asm!("sxtb16 {r}, {x}, ror #8", r = lateout(reg) r, x = in(reg) x, options(pure, nomem, nostack, preserves_flags))
+        asm!(
+            dsp_begin!(),
+            "sxtb16 {r}, {x}, ror #8",
+            dsp_end!(),
+            r = lateout(reg) r,
+            x = in(reg) x,
+            options(pure, nomem, nostack, preserves_flags),
+        )
     };
     r
 }
@@ -119,6 +176,7 @@ unsafe fn dots_4x1(x: &mut *const u32, w: &mut *const i8, len: usize) -> [i32; 4
     // declared registers; `smlad` cannot overflow (|dot| <= len * 128 * 127 < 2^31).
     unsafe {
         asm!(
+            dsp_begin!(),
             "2:",
             substep_4x1!(),
             substep_4x1!(),
@@ -126,6 +184,7 @@ unsafe fn dots_4x1(x: &mut *const u32, w: &mut *const i8, len: usize) -> [i32; 4
             substep_4x1!(),
             "subs {n}, #1",
             "bne 2b",
+            dsp_end!(),
             x = inout(reg) *x,
             w = inout(reg) *w,
             n = inout(reg) len / 16 => _,
@@ -190,14 +249,14 @@ fn gemm_q8_dsp(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f3
 
 /// The float GEMM variant (f32 or fp16 weights, f32 accumulation): compiled for thumbv7em with
 /// the FPU (Cortex-M4F, Cortex-M7).
-#[cfg(target_feature = "fpregs")]
+#[cfg(qf_fpu)]
 pub const F_DSP: FGemm = FGemm::new("dsp_gemm_f32_f16_4x2_vfma", fgemm_f32_dsp, fgemm_f16_dsp);
 
 /// 4 x 2 tile over `4 * n4` columns of `k`: `acc[2 r + c] += sum a[r][kk] * w[c][kk]`, fused.
 ///
 /// # Safety
 /// `n4 >= 1`; every `a[r]` and `w[c]` points to `4 * n4` readable, word-aligned f32.
-#[cfg(target_feature = "fpregs")]
+#[cfg(qf_fpu)]
 #[inline(always)]
 unsafe fn tile_4x2(a: [*const f32; 4], w: [*const f32; 2], n4: usize, acc: &mut [f32; 8]) {
     debug_assert!(n4 >= 1);
@@ -271,7 +330,7 @@ unsafe fn tile_4x2(a: [*const f32; 4], w: [*const f32; 2], n4: usize, acc: &mut 
 
 /// Adds to `acc` the products of rows `rows` of `a` (columns `k0..k0 + kc`) with the two weight
 /// runs `w` (`kc` values each): [`tile_4x2`] for whole steps of 4, plain Rust for the rest.
-#[cfg(target_feature = "fpregs")]
+#[cfg(qf_fpu)]
 fn block_4x2(a: &[f32], k: usize, rows: [usize; 4], k0: usize, w: [&[f32]; 2], acc: &mut [f32; 8]) {
     let kc = w[0].len();
     assert!(w[1].len() == kc);
@@ -292,13 +351,13 @@ fn block_4x2(a: &[f32], k: usize, rows: [usize; 4], k0: usize, w: [&[f32]; 2], a
 
 /// Rows of the 4-row block at `i` (a short last block repeats its last row) and how many are
 /// real.
-#[cfg(target_feature = "fpregs")]
+#[cfg(qf_fpu)]
 fn rows4(i: usize, m: usize) -> ([usize; 4], usize) {
     (core::array::from_fn(|r| (i + r).min(m - 1)), (m - i).min(4))
 }
 
 /// `out = bias` (what every variant computes for `k = 0`).
-#[cfg(target_feature = "fpregs")]
+#[cfg(qf_fpu)]
 fn bias_only(bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
     for i in 0..s.m {
         for j in 0..s.n {
@@ -307,7 +366,7 @@ fn bias_only(bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
     }
 }
 
-#[cfg(target_feature = "fpregs")]
+#[cfg(qf_fpu)]
 fn fgemm_f32_dsp(a: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
     let Shape { m, n, k, ldo } = s;
     if k == 0 {
@@ -331,7 +390,7 @@ fn fgemm_f32_dsp(a: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], s:
 /// Widens `src` (fp16) into `dst[..src.len()]`: `vcvtb`/`vcvtt.f32.f16`, 4 values per step
 /// (exact, as `half`'s conversion is; swept over every bit pattern by the bare-metal tests
 /// through [`crate::kernels::testing::f16_widening_steps`]). Panics if `dst` is shorter.
-#[cfg(target_feature = "fpregs")]
+#[cfg(qf_fpu)]
 pub(crate) fn widen_f16(src: &[half::f16], dst: &mut [f32]) {
     let dst = &mut dst[..src.len()];
     let n4 = src.len() / 4;
@@ -367,7 +426,7 @@ pub(crate) fn widen_f16(src: &[half::f16], dst: &mut [f32]) {
     }
 }
 
-#[cfg(target_feature = "fpregs")]
+#[cfg(qf_fpu)]
 fn fgemm_f16_dsp(a: &[f32], w: &[half::f16], bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
     let Shape { m, n, k, ldo } = s;
     if k == 0 {

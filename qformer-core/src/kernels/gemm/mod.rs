@@ -11,16 +11,19 @@
 
 use half::f16;
 
-use super::QRows;
+#[allow(unused_imports)] // only targets with run-time detected variants name features
+use super::CpuFeature;
+use super::{QRows, Variant};
 
-#[cfg(all(target_arch = "arm", target_feature = "dsp", not(feature = "helium")))]
+// The named cfgs come from build.rs (see the `kernels` module docs).
+#[cfg(qf_dsp)]
 pub mod dsp;
-#[cfg(all(target_arch = "arm", feature = "helium"))]
+#[cfg(qf_helium)]
 pub mod helium;
-#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+#[cfg(qf_neon)]
 pub mod neon;
 pub mod scalar;
-#[cfg(target_arch = "x86_64")]
+#[cfg(qf_x86)]
 pub mod x86;
 
 /// Sizes of one product: `out` has `m` rows of `ldo >= n` values, of which the first `n` are
@@ -66,10 +69,45 @@ impl Q8Gemm {
     /// The portable reference.
     pub const SCALAR: Q8Gemm = Q8Gemm { name: scalar::NAME_Q8, run: scalar::gemm_q8 };
 
-    /// The best variant whose CPU features are enabled at compile time: an ordered `cfg`
-    /// chain ending in scalar. The no_std core uses it; `qformer-std` may pick a better one
-    /// at run time.
-    pub const COMPILED: Q8Gemm = compiled_q8();
+    /// Every int8 GEMM variant of this build, in increasing rank (see
+    /// [`crate::kernels::Variant`]).
+    pub const VARIANTS: &'static [Variant<Q8Gemm>] = &[
+        Variant::always(Q8Gemm::SCALAR, 0),
+        #[cfg(qf_dsp)]
+        Variant::always(dsp::DSP, 10),
+        #[cfg(qf_helium)]
+        Variant::always(helium::HELIUM, 20),
+        #[cfg(qf_neon)]
+        Variant::always(neon::BASE, 10),
+        // SAFETY: the entry hands out the kernel only where dotprod is enabled or detected.
+        #[cfg(qf_neon)]
+        unsafe {
+            Variant::requiring(neon::sdot_unchecked(), 20, &[CpuFeature::DotProd])
+        },
+        // SAFETY: as above, for i8mm.
+        #[cfg(qf_neon)]
+        unsafe {
+            Variant::requiring(neon::i8mm_unchecked(), 30, &[CpuFeature::I8mm])
+        },
+        // SAFETY: as above, for AVX2.
+        #[cfg(qf_x86)]
+        unsafe {
+            Variant::requiring(x86::avx2_unchecked(), 10, &[CpuFeature::Avx2])
+        },
+        // SAFETY: as above, for the four AVX-512 features the kernel enables.
+        #[cfg(qf_x86)]
+        unsafe {
+            Variant::requiring(
+                x86::vnni_unchecked(),
+                20,
+                &[CpuFeature::Avx512f, CpuFeature::Avx512bw, CpuFeature::Avx512vl, CpuFeature::Avx512vnni],
+            )
+        },
+    ];
+
+    /// The highest-ranked variant whose CPU features are enabled at compile time (scalar when
+    /// none is). The no_std core uses it; `qformer-std` may pick a better one at run time.
+    pub const COMPILED: Q8Gemm = Q8Gemm::compiled_best(Q8Gemm::VARIANTS);
 
     /// A variant from its parts. Only the ISA modules of this crate build variants, and only
     /// for functions that are safe to call on every CPU that can obtain the value.
@@ -81,6 +119,11 @@ impl Q8Gemm {
     /// The variant's name, e.g. `neon_gemm_q8_sdot_4x8`.
     pub const fn name(&self) -> &'static str {
         self.name
+    }
+
+    /// Whether this is the variant called `name` (usable in `const` assertions).
+    pub const fn is(&self, name: &str) -> bool {
+        super::str_eq(self.name, name)
     }
 
     /// Runs the variant; see [`gemm_q8`]. Panics if the operands do not fit `s`, and in debug
@@ -118,42 +161,15 @@ pub(crate) fn q8_operands_fit(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>
         && out.len() >= s.out_len()
 }
 
-const fn compiled_q8() -> Q8Gemm {
-    #[cfg(all(target_arch = "aarch64", target_feature = "i8mm"))]
-    return neon::I8MM;
-    #[cfg(all(target_arch = "aarch64", target_feature = "dotprod", not(target_feature = "i8mm")))]
-    return neon::SDOT;
-    #[cfg(all(target_arch = "aarch64", target_feature = "neon", not(target_feature = "dotprod")))]
-    return neon::BASE;
-    #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
-    return x86::AVX2;
-    #[cfg(all(target_arch = "arm", feature = "helium"))]
-    return helium::HELIUM;
-    #[cfg(all(target_arch = "arm", target_feature = "dsp", not(feature = "helium")))]
-    return dsp::DSP;
-    #[allow(unreachable_code)]
-    Q8Gemm::SCALAR
-}
+crate::kernels::variant_table!(Q8Gemm);
 
-/// Every variant compiled into this build, the scalar one first. Variants whose CPU
-/// feature is only known at run time come from the `*_unchecked` constructors of the ISA
-/// modules (see `qformer_std::runtime::q8_variants`).
+/// Every int8 GEMM variant usable at compile time, the scalar one first and
+/// [`Q8Gemm::COMPILED`] last. Variants whose CPU features are only known at run time are in
+/// [`Q8Gemm::VARIANTS`] (see `qformer_std::runtime::q8_variants`).
 pub fn compiled_variants() -> &'static [Q8Gemm] {
-    &[
-        Q8Gemm::SCALAR,
-        #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
-        neon::BASE,
-        #[cfg(all(target_arch = "aarch64", target_feature = "dotprod"))]
-        neon::SDOT,
-        #[cfg(all(target_arch = "aarch64", target_feature = "i8mm"))]
-        neon::I8MM,
-        #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
-        x86::AVX2,
-        #[cfg(all(target_arch = "arm", feature = "helium"))]
-        helium::HELIUM,
-        #[cfg(all(target_arch = "arm", target_feature = "dsp", not(feature = "helium")))]
-        dsp::DSP,
-    ]
+    static LIST: [Q8Gemm; crate::kernels::count_compiled(Q8Gemm::VARIANTS)] =
+        crate::kernels::compiled_list(Q8Gemm::VARIANTS);
+    &LIST
 }
 
 /// Signature of an f32-weight GEMM variant.
@@ -175,8 +191,25 @@ impl FGemm {
     /// The portable reference.
     pub const SCALAR: FGemm = FGemm { name: "scalar_gemm_f32_f16", f32: scalar::gemm_f32, f16: scalar::gemm_f16 };
 
-    /// The best variant enabled at compile time.
-    pub const COMPILED: FGemm = compiled_f();
+    /// Every float GEMM variant of this build, in increasing rank.
+    pub const VARIANTS: &'static [Variant<FGemm>] = &[
+        Variant::always(FGemm::SCALAR, 0),
+        #[cfg(all(qf_dsp, qf_fpu))]
+        Variant::always(dsp::F_DSP, 10),
+        #[cfg(qf_helium)]
+        Variant::always(helium::F_HELIUM, 20),
+        #[cfg(qf_neon)]
+        Variant::always(neon::F_NEON, 10),
+        // SAFETY: the entry hands out the kernel only where the three features are enabled
+        // or detected.
+        #[cfg(qf_x86)]
+        unsafe {
+            Variant::requiring(x86::f_avx2_unchecked(), 10, &[CpuFeature::Avx2, CpuFeature::Fma, CpuFeature::F16c])
+        },
+    ];
+
+    /// The highest-ranked variant enabled at compile time.
+    pub const COMPILED: FGemm = FGemm::compiled_best(FGemm::VARIANTS);
 
     #[allow(dead_code)] // only the SIMD modules build variants, and targets without one have none
     pub(crate) const fn new(name: &'static str, f32: F32Fn, f16: F16Fn) -> FGemm {
@@ -186,6 +219,11 @@ impl FGemm {
     /// The variant's name.
     pub const fn name(&self) -> &'static str {
         self.name
+    }
+
+    /// Whether this is the variant called `name` (usable in `const` assertions).
+    pub const fn is(&self, name: &str) -> bool {
+        super::str_eq(self.name, name)
     }
 
     /// `out = a · wᵀ + bias` with f32 weights.
@@ -211,34 +249,14 @@ pub(crate) fn f_operands_fit(a: usize, w: usize, bias: Option<&[f32]>, out: &[f3
     a >= s.m * s.k && w >= s.n * s.k && s.ldo >= s.n && out.len() >= s.out_len() && bias.is_none_or(|b| b.len() >= s.n)
 }
 
-const fn compiled_f() -> FGemm {
-    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
-    return neon::F_NEON;
-    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
-    return x86::F_AVX2;
-    #[cfg(all(target_arch = "arm", feature = "helium"))]
-    return helium::F_HELIUM;
-    #[cfg(all(target_arch = "arm", target_feature = "dsp", target_feature = "fpregs", not(feature = "helium")))]
-    return dsp::F_DSP;
-    #[allow(unreachable_code)]
-    FGemm::SCALAR
-}
+crate::kernels::variant_table!(FGemm);
 
-/// Every float variant compiled into this build, the scalar one first (variants whose CPU
-/// features are only known at run time come from the `*_unchecked` constructors of the ISA
-/// modules).
+/// Every float GEMM variant usable at compile time, the scalar one first and
+/// [`FGemm::COMPILED`] last (run-time detected ones are in [`FGemm::VARIANTS`]).
 pub fn compiled_f_variants() -> &'static [FGemm] {
-    &[
-        FGemm::SCALAR,
-        #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
-        neon::F_NEON,
-        #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
-        x86::F_AVX2,
-        #[cfg(all(target_arch = "arm", feature = "helium"))]
-        helium::F_HELIUM,
-        #[cfg(all(target_arch = "arm", target_feature = "dsp", target_feature = "fpregs", not(feature = "helium")))]
-        dsp::F_DSP,
-    ]
+    static LIST: [FGemm; crate::kernels::count_compiled(FGemm::VARIANTS)] =
+        crate::kernels::compiled_list(FGemm::VARIANTS);
+    &LIST
 }
 
 /// f32 × f32 with the compiled-in best variant.

@@ -18,17 +18,17 @@ use crate::kernels::QRows;
 /// `smull`/`smlal` variant (every aarch64 CPU).
 pub const BASE: Q8Gemm = Q8Gemm::new("neon_gemm_q8_smull_4x4", gemm_q8_base);
 /// `sdot` variant.
-#[cfg(target_feature = "dotprod")]
+#[cfg(qf_sdot)]
 pub const SDOT: Q8Gemm = Q8Gemm::new("neon_gemm_q8_sdot_4x8", gemm_q8_sdot);
 /// `smmla` variant.
-#[cfg(target_feature = "i8mm")]
+#[cfg(qf_i8mm)]
 pub const I8MM: Q8Gemm = Q8Gemm::new("neon_gemm_q8_smmla_4x8", gemm_q8_i8mm);
 
 /// The `sdot` variant on a CPU known at run time to have dotprod.
 ///
 /// # Safety
 /// The CPU running the returned kernel must implement FEAT_DotProd.
-pub unsafe fn sdot_unchecked() -> Q8Gemm {
+pub const unsafe fn sdot_unchecked() -> Q8Gemm {
     Q8Gemm::new("neon_gemm_q8_sdot_4x8", gemm_q8_sdot)
 }
 
@@ -36,7 +36,7 @@ pub unsafe fn sdot_unchecked() -> Q8Gemm {
 ///
 /// # Safety
 /// The CPU running the returned kernel must implement FEAT_I8MM.
-pub unsafe fn i8mm_unchecked() -> Q8Gemm {
+pub const unsafe fn i8mm_unchecked() -> Q8Gemm {
     Q8Gemm::new("neon_gemm_q8_smmla_4x8", gemm_q8_i8mm)
 }
 

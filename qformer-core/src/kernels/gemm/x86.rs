@@ -24,7 +24,7 @@ use super::{scalar, Q8Gemm, Shape};
 use crate::kernels::QRows;
 
 /// The AVX2 variant, when AVX2 is enabled at compile time.
-#[cfg(target_feature = "avx2")]
+#[cfg(qf_avx2)]
 pub const AVX2: Q8Gemm = Q8Gemm::new(NAME, gemm_q8_avx2);
 
 const NAME: &str = "avx2_gemm_q8_1x8";
@@ -33,7 +33,7 @@ const NAME: &str = "avx2_gemm_q8_1x8";
 ///
 /// # Safety
 /// The CPU running the returned kernel must support AVX2.
-pub unsafe fn avx2_unchecked() -> Q8Gemm {
+pub const unsafe fn avx2_unchecked() -> Q8Gemm {
     Q8Gemm::new(NAME, gemm_q8_avx2)
 }
 
@@ -136,7 +136,7 @@ unsafe fn kernel(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [
 }
 
 /// The AVX2 + FMA + F16C float GEMM, when enabled at compile time.
-#[cfg(all(target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+#[cfg(qf_avx2_fma_f16c)]
 pub const F_AVX2: super::FGemm = super::FGemm::new(F_NAME, fgemm_f32, fgemm_f16);
 
 const F_NAME: &str = "avx2_fma_gemm_f32_f16_2x4";
@@ -145,7 +145,7 @@ const F_NAME: &str = "avx2_fma_gemm_f32_f16_2x4";
 ///
 /// # Safety
 /// The CPU running the returned kernel must support AVX2, FMA and F16C.
-pub unsafe fn f_avx2_unchecked() -> super::FGemm {
+pub const unsafe fn f_avx2_unchecked() -> super::FGemm {
     super::FGemm::new(F_NAME, fgemm_f32, fgemm_f16)
 }
 
@@ -265,7 +265,7 @@ fn fgemm_f16(a: &[f32], w: &[half::f16], bias: Option<&[f32]>, out: &mut [f32], 
 ///
 /// # Safety
 /// The CPU running the returned kernel must support those four features.
-pub unsafe fn vnni_unchecked() -> Q8Gemm {
+pub const unsafe fn vnni_unchecked() -> Q8Gemm {
     Q8Gemm::new(VNNI_NAME, gemm_q8_vnni)
 }
 

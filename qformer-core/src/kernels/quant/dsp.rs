@@ -22,6 +22,7 @@
 use core::arch::asm;
 
 use super::{scalar, Quantizer};
+use crate::kernels::gemm::dsp::{dsp_begin, dsp_end};
 
 /// The DSP variant (thumbv7em with the FPU: Cortex-M4F, Cortex-M7).
 pub const DSP: Quantizer = Quantizer::new("dsp_quant_i8_vcvt_shadd16", quantize_dsp);
@@ -84,6 +85,8 @@ unsafe fn scale_round(src: &[f32], out: &mut [i8], inv: f32) {
     // `dsp`); only the declared registers and the flags are written.
     unsafe {
         asm!(
+            // DSP instructions where LLVM's target lacks them (see `gemm::dsp`).
+            dsp_begin!(),
             "vmov s8, {inv}",
             "2:",
             "vldmia {src}!, {{s0-s3}}",
@@ -112,6 +115,7 @@ unsafe fn scale_round(src: &[f32], out: &mut [i8], inv: f32) {
             "str r0, [{dst}], #4",
             "subs {n}, #1",
             "bne 2b",
+            dsp_end!(),
             src = inout(reg) src.as_ptr() => _,
             dst = inout(reg) out.as_mut_ptr() => _,
             n = inout(reg) n4 => _,

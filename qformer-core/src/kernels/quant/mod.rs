@@ -2,16 +2,19 @@
 //! consecutive values of a row, `scale = max|x| / 127`, `q = round_half_away(x * (127 /
 //! max|x|))` (0 and scale 0 for an all-zero group). Padding columns are written as 0.
 
-use super::QRows;
+#[allow(unused_imports)] // only targets with run-time detected variants name features
+use super::CpuFeature;
+use super::{QRows, Variant};
 
-#[cfg(all(target_arch = "arm", target_feature = "dsp", target_feature = "fpregs", not(feature = "helium")))]
+// The named cfgs come from build.rs (see the `kernels` module docs).
+#[cfg(all(qf_dsp, qf_fpu))]
 pub mod dsp;
-#[cfg(all(target_arch = "arm", feature = "helium"))]
+#[cfg(qf_helium)]
 pub mod helium;
-#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+#[cfg(qf_neon)]
 pub mod neon;
 pub mod scalar;
-#[cfg(target_arch = "x86_64")]
+#[cfg(qf_x86)]
 pub mod x86;
 
 /// Signature of a group quantizer: quantizes `src` (at most `out.len()` values, contiguous)
@@ -29,8 +32,24 @@ pub struct Quantizer {
 impl Quantizer {
     /// The portable reference.
     pub const SCALAR: Quantizer = Quantizer { name: "scalar_quant_i8", run: scalar::quantize_slice };
-    /// The best variant enabled at compile time.
-    pub const COMPILED: Quantizer = compiled();
+    /// Every quantizer of this build, in increasing rank.
+    pub const VARIANTS: &'static [Variant<Quantizer>] = &[
+        Variant::always(Quantizer::SCALAR, 0),
+        #[cfg(all(qf_dsp, qf_fpu))]
+        Variant::always(dsp::DSP, 10),
+        #[cfg(qf_helium)]
+        Variant::always(helium::HELIUM, 20),
+        #[cfg(qf_neon)]
+        Variant::always(neon::NEON, 10),
+        // SAFETY: the entry hands out the kernel only where AVX2 is enabled or detected.
+        #[cfg(qf_x86)]
+        unsafe {
+            Variant::requiring(x86::avx2_unchecked(), 10, &[CpuFeature::Avx2])
+        },
+    ];
+
+    /// The highest-ranked variant enabled at compile time.
+    pub const COMPILED: Quantizer = Quantizer::compiled_best(Quantizer::VARIANTS);
 
     #[allow(dead_code)] // only the SIMD modules build variants, and targets without one have none
     pub(crate) const fn new(name: &'static str, run: GroupFn) -> Quantizer {
@@ -42,6 +61,11 @@ impl Quantizer {
         self.name
     }
 
+    /// Whether this is the variant called `name` (usable in `const` assertions).
+    pub const fn is(&self, name: &str) -> bool {
+        super::str_eq(self.name, name)
+    }
+
     /// Quantizes one contiguous group; see [`GroupFn`].
     pub fn group(&self, src: &[f32], out: &mut [i8]) -> f32 {
         assert!(src.len() <= out.len());
@@ -49,33 +73,14 @@ impl Quantizer {
     }
 }
 
-const fn compiled() -> Quantizer {
-    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
-    return neon::NEON;
-    #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
-    return x86::AVX2;
-    #[cfg(all(target_arch = "arm", feature = "helium"))]
-    return helium::HELIUM;
-    #[cfg(all(target_arch = "arm", target_feature = "dsp", target_feature = "fpregs", not(feature = "helium")))]
-    return dsp::DSP;
-    #[allow(unreachable_code)]
-    Quantizer::SCALAR
-}
+crate::kernels::variant_table!(Quantizer);
 
-/// Every quantizer compiled into this build, the scalar one first (variants whose CPU feature
-/// is only known at run time come from the `*_unchecked` constructors of the ISA modules).
+/// Every quantizer usable at compile time, the scalar one first and [`Quantizer::COMPILED`]
+/// last (run-time detected ones are in [`Quantizer::VARIANTS`]).
 pub fn compiled_variants() -> &'static [Quantizer] {
-    &[
-        Quantizer::SCALAR,
-        #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
-        neon::NEON,
-        #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
-        x86::AVX2,
-        #[cfg(all(target_arch = "arm", feature = "helium"))]
-        helium::HELIUM,
-        #[cfg(all(target_arch = "arm", target_feature = "dsp", target_feature = "fpregs", not(feature = "helium")))]
-        dsp::DSP,
-    ]
+    static LIST: [Quantizer; crate::kernels::count_compiled(Quantizer::VARIANTS)] =
+        crate::kernels::compiled_list(Quantizer::VARIANTS);
+    &LIST
 }
 
 /// A strided f32 source matrix: element `(r, c)` is `data[r * row_stride + c * col_stride]`.

@@ -7,7 +7,7 @@ use core::arch::x86_64::*;
 use super::{scalar, Quantizer};
 
 /// The AVX2 variant, when enabled at compile time.
-#[cfg(target_feature = "avx2")]
+#[cfg(qf_avx2)]
 pub const AVX2: Quantizer = Quantizer::new(NAME, quantize_avx2);
 
 const NAME: &str = "avx2_quant_i8";
@@ -16,7 +16,7 @@ const NAME: &str = "avx2_quant_i8";
 ///
 /// # Safety
 /// The CPU running the returned quantizer must support AVX2.
-pub unsafe fn avx2_unchecked() -> Quantizer {
+pub const unsafe fn avx2_unchecked() -> Quantizer {
     Quantizer::new(NAME, quantize_avx2)
 }
 
