@@ -73,6 +73,7 @@ pub struct Example<'a> {
 /// Runs the example: checks the compiled kernels, loads the model, runs one forward, compares
 /// the output with the host's bit for bit, logs counts, CRC-32 and peak stack, and ends with
 /// one `summary:` line (which `cargo xtask firmware` reads). True when everything holds.
+#[inline(always)]
 pub fn run(ex: Example<'_>, counter: &Counter) -> bool {
     defmt::info!(
         "qformer on {=str}: blob {=usize} B at {=usize:#010x} (flash), arena {=usize} B at {=usize:#010x} (RAM)",

@@ -137,9 +137,8 @@ impl Counter {
 /// (Cortex-M55, 31.25 instructions per tick), 25 MHz on the MPS2 AN386/AN500 (Cortex-M4/M7,
 /// 40 per tick).
 pub fn qemu_instructions(ticks: u64) -> u64 {
-    let per_kilotick = match cpu() {
-        "Cortex-M55" => 31_250,
-        _ => 40_000,
-    };
-    ticks * per_kilotick / 1000
+    match cpu() {
+        "Cortex-M55" => ticks * 125 / 4,
+        _ => ticks * 40,
+    }
 }
