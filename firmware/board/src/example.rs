@@ -43,7 +43,10 @@ pub const fn output_floats(h: &Header) -> usize {
 /// bytes are such an array with `1 <= M <= max_image_tokens`).
 pub const fn image_tokens(h: &Header, input_bytes: usize) -> usize {
     let row = h.encoder_hidden as usize * 4;
-    let m = if row == 0 { 0 } else { input_bytes / row };
+    let m = match input_bytes.checked_div(row) {
+        Some(m) => m,
+        None => 0,
+    };
     assert!(
         row != 0 && input_bytes == m * row && m >= 1 && m <= h.max_image_tokens as usize,
         "the embedded image features are not [M, d_v] f32 for this blob"
