@@ -28,9 +28,10 @@ pub fn models(check: bool) -> Result<()> {
     let out = if check { tmp.path().join("mcu") } else { committed.clone() };
     fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
 
+    // Both bins named: `--bin` applies to every `-p`.
     run(cmd("cargo", &root())
-        .args(["build", "--quiet", "--release", "--locked", "-p", "qformer-std", "--bin", "qformer"])
-        .args(["-p", "quantize"]))?;
+        .args(["build", "--quiet", "--release", "--locked", "-p", "qformer-std", "-p", "quantize"])
+        .args(["--bin", "qformer", "--bin", "quantize"]))?;
     let bin = |name: &str| at(&format!("target/release/{name}"));
     let ckpt = tmp.path().join("ckpt");
     // Two image channels 30x larger than the rest (real vision features have such outliers):
