@@ -202,7 +202,7 @@ const STABLE_TARGETS: [&str; 2] = ["thumbv7em-none-eabihf", "thumbv8m.main-none-
 
 /// Builds `core` for `target` once with `-Zbuild-std` (the only step that needs
 /// `RUSTC_BOOTSTRAP`) and puts its rlibs in `sysroot/lib/rustlib/<target>/lib`.
-fn sysroot_for(target: &str, base: &Path, sysroot: &Path) -> Result<()> {
+fn sysroot_for(target: &str, base: &Path, sysroot: &Path, names: &mut String) -> Result<()> {
     let boot = base.join("boot");
     fs::create_dir_all(boot.join("src"))?;
     fs::write(
@@ -211,8 +211,10 @@ fn sysroot_for(target: &str, base: &Path, sysroot: &Path) -> Result<()> {
     )?;
     fs::write(boot.join("src/lib.rs"), "#![no_std]\n")?;
     let mut c = cmd("/usr/bin/cargo", &boot);
+    // embed-bitcode: the firmware crates link with LTO, which needs core's bitcode.
     c.env("RUSTC_BOOTSTRAP", "1")
         .env("RUSTC", "/usr/bin/rustc")
+        .env("RUSTFLAGS", "-C embed-bitcode=yes")
         .args(["build", "--quiet", "--release", "-Zbuild-std=core", "--target", target, "--target-dir"])
         .arg(base.join("boot-target"));
     run(&mut c)?;
@@ -222,7 +224,8 @@ fn sysroot_for(target: &str, base: &Path, sysroot: &Path) -> Result<()> {
         fs::remove_dir_all(&lib)?;
     }
     fs::create_dir_all(&lib)?;
-    for krate in ["core", "compiler_builtins", "rustc_std_workspace_core"] {
+    // rustc_std_workspace_core only where this toolchain's library has it.
+    for (krate, required) in [("core", true), ("compiler_builtins", true), ("rustc_std_workspace_core", false)] {
         // The newest build of each, should the boot target hold older ones.
         let newest = fs::read_dir(&deps)?
             .filter_map(|e| e.ok())
@@ -230,16 +233,24 @@ fn sysroot_for(target: &str, base: &Path, sysroot: &Path) -> Result<()> {
                 let n = e.file_name().to_string_lossy().into_owned();
                 n.starts_with(&format!("lib{krate}-")) && n.ends_with(".rlib")
             })
-            .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
-            .with_context(|| format!("no lib{krate}-*.rlib in {}", deps.display()))?;
-        fs::copy(newest.path(), lib.join(newest.file_name()))?;
+            .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok());
+        match newest {
+            Some(e) => {
+                fs::copy(e.path(), lib.join(e.file_name()))?;
+                *names += &e.file_name().to_string_lossy();
+            }
+            None if required => bail!("no lib{krate}-*.rlib in {}", deps.display()),
+            None => {}
+        }
     }
     Ok(())
 }
 
 /// Makes `sysroot` for the stable view: the host's libraries linked from Debian's rustc (build
-/// scripts and proc macros), `core` built once per target.
-fn stable_sysroot(base: &Path) -> Result<PathBuf> {
+/// scripts and proc macros), `core` built once per target. Also returns a tag that changes
+/// with the rlibs (their names carry cargo's hash), for a build directory of their own:
+/// cargo does not see a changed sysroot, and crates built against another `core` do not load.
+fn stable_sysroot(base: &Path) -> Result<(PathBuf, String)> {
     let sysroot = base.join("sysroot");
     let host_sysroot = stdout_of(Command::new("/usr/bin/rustc").args(["--print", "sysroot"]))?.trim().to_owned();
     let host = stdout_of(Command::new("/usr/bin/rustc").arg("-vV"))?
@@ -251,11 +262,12 @@ fn stable_sysroot(base: &Path) -> Result<PathBuf> {
     if fs::symlink_metadata(&host_lib).is_err() {
         std::os::unix::fs::symlink(format!("{host_sysroot}/lib/rustlib/{host}/lib"), &host_lib)?;
     }
+    let mut names = String::new();
     for target in STABLE_TARGETS {
         println!("==> core for {target} (-Zbuild-std, once) into {}", sysroot.display());
-        sysroot_for(target, base, &sysroot)?;
+        sysroot_for(target, base, &sysroot, &mut names)?;
     }
-    Ok(sysroot)
+    Ok((sysroot, format!("{:08x}", crc32fast::hash(names.as_bytes()))))
 }
 
 /// `/usr/bin/cargo build` as a stable toolchain runs it: no `RUSTC_BOOTSTRAP`, no
@@ -282,7 +294,7 @@ fn stable_cargo(dir: &str, target: &str, sysroot: &Path) -> Command {
 pub fn stable_view() -> Result<()> {
     require(&["qemu-system-arm", "arm-none-eabi-ld"], "qemu-system-arm gcc-arm-none-eabi")?;
     let base = at("target/stable-view");
-    let sysroot = stable_sysroot(&base)?;
+    let (sysroot, tag) = stable_sysroot(&base)?;
     for target in STABLE_TARGETS {
         let cfg = stdout_of(
             Command::new("/usr/bin/rustc")
@@ -294,7 +306,7 @@ pub fn stable_view() -> Result<()> {
         println!("stable cfg for {target}: target_feature = [{}]", features.join(", "));
     }
 
-    let build_dir = base.join("build");
+    let build_dir = base.join(format!("build-{tag}"));
     for (dir, target) in [M55, M4] {
         build_example(stable_cargo(dir, target, &sysroot), dir, target, &build_dir)?;
     }
