@@ -13,9 +13,9 @@ use crate::util::{at, cmd, ensure_component, root, run, run_timeout, stdout_of, 
 /// after the other, and prints how many inputs each executed. Fails if any target crashed
 /// (panic, AddressSanitizer report, a single input running 30 s, out of memory).
 ///
-/// Seeds come from fuzz/corpus/<target> (committed, read only); what the fuzzer adds goes to
-/// fuzz/target/corpus/<target>, so later runs continue from it. Crashing inputs are written to
-/// fuzz/artifacts/<target>/; logs to fuzz/target/logs/<target>.log. Installs cargo-fuzz when
+/// Seeds come from `fuzz/corpus/<target>` (committed, read only); what the fuzzer adds goes to
+/// `fuzz/target/corpus/<target>`, so later runs continue from it. Crashing inputs are written
+/// to `fuzz/artifacts/<target>/`; logs to `fuzz/target/logs/<target>.log`. Installs cargo-fuzz when
 /// `cargo +nightly fuzz` is missing.
 pub fn fuzz(seconds: u64, targets: &[String]) -> Result<()> {
     ensure_component("nightly", "rust-src")?;
