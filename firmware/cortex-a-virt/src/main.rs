@@ -91,17 +91,32 @@ extern "C" fn main() -> ! {
     let mut scratch = vec![0u8; q8_scratch_bytes(&Q8_SHAPES).max(f_scratch_bytes(&F_SHAPES)) + 64];
     for v in variants.iter() {
         match q8_sweep(v, &Q8_SHAPES, &mut scratch) {
-            Ok(n) => { let _ = writeln!(con, "ok: {}: {n} shapes bit-exact with scalar", v.name()); }
-            Err(m) => { ok = false; let _ = writeln!(con, "FAILED: {m:?}"); }
+            Ok(n) => {
+                let _ = writeln!(con, "ok: {}: {n} shapes bit-exact with scalar", v.name());
+            }
+            Err(m) => {
+                ok = false;
+                let _ = writeln!(con, "FAILED: {m:?}");
+            }
         }
     }
     match f_sweep(gemm::FGemm::COMPILED, &F_SHAPES, &mut scratch) {
-        Ok(n) => { let _ = writeln!(con, "ok: {}: {n} shapes within bound", gemm::FGemm::COMPILED.name()); }
-        Err(m) => { ok = false; let _ = writeln!(con, "FAILED: {m:?}"); }
+        Ok(n) => {
+            let _ = writeln!(con, "ok: {}: {n} shapes within bound", gemm::FGemm::COMPILED.name());
+        }
+        Err(m) => {
+            ok = false;
+            let _ = writeln!(con, "FAILED: {m:?}");
+        }
     }
     match qformer_core::kernels::testing::quant_sweep(quant::Quantizer::COMPILED, &mut scratch) {
-        Ok(n) => { let _ = writeln!(con, "ok: {}: {n} groups bit-exact with scalar", quant::Quantizer::COMPILED.name()); }
-        Err(m) => { ok = false; let _ = writeln!(con, "FAILED: {m:?}"); }
+        Ok(n) => {
+            let _ = writeln!(con, "ok: {}: {n} groups bit-exact with scalar", quant::Quantizer::COMPILED.name());
+        }
+        Err(m) => {
+            ok = false;
+            let _ = writeln!(con, "FAILED: {m:?}");
+        }
     }
     drop(scratch);
     if cfg!(feature = "bench") {
@@ -128,7 +143,8 @@ extern "C" fn main() -> ! {
     let c = *model.config();
     let m = c.max_image_tokens as usize;
     let input = loaded(INPUT_ADDR, 4 * m * c.encoder_hidden as usize);
-    let image: alloc::vec::Vec<f32> = input.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let image: alloc::vec::Vec<f32> =
+        input.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
     let expected = loaded(EXPECTED_ADDR, 4 * (c.num_queries * (c.hidden + c.projection_dim)) as usize);
     // The dynamic variant: the arena is a heap allocation of exactly the planned size,
     // aligned to 16 bytes through its u128 element type.
@@ -172,12 +188,13 @@ extern "C" fn main() -> ! {
     exit(ok)
 }
 
-
 /// Instructions per multiply-accumulate of every int8 GEMM variant at BLIP-2's shapes.
 fn bench_gemm(variants: &heapless_list::List, con: &mut Console) {
     use qformer_core::kernels::gemm::Shape;
     use qformer_core::kernels::QRows;
-    for (name, m, n, k) in [("32x768x768", 32, 768, 768), ("32x3072x768", 32, 3072, 768), ("257x768x1408", 257, 768, 1408)] {
+    for (name, m, n, k) in
+        [("32x768x768", 32, 768, 768), ("32x3072x768", 32, 3072, 768), ("257x768x1408", 257, 768, 1408)]
+    {
         let group = 32;
         let a = vec![3i8; m * k];
         let w: alloc::vec::Vec<i8> = (0..n * k).map(|i| (i % 251) as i8).collect();

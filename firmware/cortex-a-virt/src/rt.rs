@@ -120,7 +120,9 @@ pub fn instructions() -> u64 {
 pub fn isar() -> (u64, u64) {
     let (a, b): (u64, u64);
     // SAFETY: reading ID registers at EL1 has no side effect.
-    unsafe { asm!("mrs {a}, id_aa64isar0_el1", "mrs {b}, id_aa64isar1_el1", a = out(reg) a, b = out(reg) b, options(nomem, nostack)) };
+    unsafe {
+        asm!("mrs {a}, id_aa64isar0_el1", "mrs {b}, id_aa64isar1_el1", a = out(reg) a, b = out(reg) b, options(nomem, nostack))
+    };
     (a, b)
 }
 

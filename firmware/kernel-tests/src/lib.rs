@@ -1,19 +1,31 @@
-//! Support shared by the bare-metal images: semihosting exit, a panic handler that reports
-//! over semihosting, CPU identification, and 16-byte aligned statics.
+//! Support shared by the bare-metal test images: a panic handler that reports over
+//! semihosting, and the instruction set each image is meant for. Exit, CPU name, SysTick
+//! counter and the kernel check come from the boards' `qformer-board`.
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 use core::fmt::Write as _;
 
 pub use cortex_m_semihosting::hprintln;
+pub use qformer_board::{cpu, exit, wrong_kernels, Aligned, Counter};
 
-/// Ends the QEMU run: exit status 0 when `ok`, 1 otherwise (semihosting `SYS_EXIT` with
-/// `ApplicationExit` or `RunTimeErrorUnknown`).
-pub fn exit(ok: bool) -> ! {
-    use cortex_m_semihosting::debug;
-    debug::exit(if ok { debug::EXIT_SUCCESS } else { debug::EXIT_FAILURE });
-    #[allow(clippy::empty_loop)]
-    loop {}
+/// The instruction set this image's compiled kernels must use, as their names start:
+/// `helium` for the Cortex-M55 image (feature `helium`), `dsp` for the Cortex-M4/M7 one.
+pub const ISA: &str = if cfg!(feature = "helium") { "helium" } else { "dsp" };
+
+/// Prints a `FAIL:` line for each compiled kernel that is not an [`ISA`] one (a build that
+/// does not enable the core's instructions); true when there is none.
+pub fn kernels_are_native() -> bool {
+    let mut ok = true;
+    for w in wrong_kernels(&qformer_core::kernels::Kernels::COMPILED, ISA) {
+        hprintln!("FAIL: {}", w);
+        ok = false;
+    }
+    if ok {
+        let k = qformer_core::kernels::Kernels::COMPILED;
+        hprintln!("ok: compiled kernels {}, {}, {} are the {} ones", k.q8.name(), k.quant.name(), k.f.name(), ISA);
+    }
+    ok
 }
 
 #[panic_handler]
@@ -23,22 +35,3 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     }
     exit(false)
 }
-
-/// The Cortex-M core this image runs on, from the CPUID register's part number.
-pub fn cpu() -> &'static str {
-    // SAFETY: CPUID (0xE000ED00) is a read-only System Control Block register present on
-    // every Cortex-M; a volatile read has no side effect.
-    let cpuid = unsafe { core::ptr::read_volatile(0xE000_ED00 as *const u32) };
-    match (cpuid >> 4) & 0xfff {
-        0xC24 => "Cortex-M4",
-        0xC27 => "Cortex-M7",
-        0xD21 => "Cortex-M33",
-        0xD22 => "Cortex-M55",
-        0xD23 => "Cortex-M85",
-        _ => "unknown Cortex-M",
-    }
-}
-
-/// 16-byte aligned storage for `static`s (model blobs, scratch, arenas).
-#[repr(C, align(16))]
-pub struct Aligned<T: ?Sized>(pub T);

@@ -581,7 +581,7 @@ mod tests {
     }
 
     /// A caller passing -128 through the public API is caught in debug builds (CI runs this
-    /// one in a debug `cargo test`, see tools/test-all.sh; `--release` builds skip the check).
+    /// one in a debug `cargo test`, which `cargo xtask test` runs; `--release` builds skip the check).
     #[test]
     #[cfg(debug_assertions)]
     #[should_panic(expected = "outside the QRows contract")]

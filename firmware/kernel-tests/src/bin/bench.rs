@@ -1,6 +1,6 @@
 //! Instruction counts of the int8 GEMM, the float GEMM (f32 and fp16 weights) and the
 //! activation quantizer at BLIP-2 shapes, scalar vs the SIMD variant, under
-//! `qemu-system-arm -icount shift=0` (see tools/arm-bench.sh). QEMU counts instructions, not
+//! `qemu-system-arm -icount shift=0` (`cargo xtask bench`). QEMU counts instructions, not
 //! cycles: with `shift=0` virtual time advances 1 ns per instruction, and SysTick runs on the
 //! CPU clock (32 MHz on mps3-an547 = 31.25 instructions per tick, 25 MHz on mps2-an386/an500 =
 //! 40), counted across wraps by its interrupt. The counter is first checked on an `asm!` loop
@@ -10,47 +10,18 @@
 
 use core::arch::asm;
 use core::fmt::Write;
-use core::sync::atomic::{AtomicU32, Ordering};
 
-use cortex_m::peripheral::syst::SystClkSource;
-use cortex_m_rt::{entry, exception};
-use kernel_tests::{cpu, exit, hprintln};
+use cortex_m_rt::entry;
+use kernel_tests::{cpu, exit, hprintln, kernels_are_native, Counter};
+use qformer_board::qemu_instructions;
 use qformer_core::kernels::gemm::{self, FGemm, Q8Gemm, Shape};
 use qformer_core::kernels::quant::{self, Quantizer, Strided};
 use qformer_core::kernels::testing::Rng;
 use qformer_core::kernels::QRows;
 
-static WRAPS: AtomicU32 = AtomicU32::new(0);
-const RELOAD: u32 = 0x00ff_ffff;
-
-#[exception]
-fn SysTick() {
-    WRAPS.fetch_add(1, Ordering::Relaxed);
-}
-
-/// SysTick ticks since it was started (wraps included).
-fn ticks() -> u64 {
-    loop {
-        let w = WRAPS.load(Ordering::Relaxed);
-        // SAFETY: SYST_CVR (0xE000E018) is a SysTick register; reading it has no side effect.
-        let v = unsafe { core::ptr::read_volatile(0xE000_E018 as *const u32) };
-        if WRAPS.load(Ordering::Relaxed) == w {
-            return w as u64 * (RELOAD as u64 + 1) + (RELOAD - v) as u64;
-        }
-    }
-}
-
-/// Instructions per 1000 SysTick ticks: the CPU clock in MHz times 1000 ns per µs... i.e.
-/// 1e12 / f_cpu (QEMU `-icount shift=0`: one instruction per nanosecond).
-fn instr_per_kilotick() -> u64 {
-    match cpu() {
-        "Cortex-M55" => 31_250, // mps3-an547: 32 MHz
-        _ => 40_000,            // mps2-an386 / an500: 25 MHz
-    }
-}
-
+/// Instructions between two [`Counter::ticks`] readings.
 fn instructions(t0: u64, t1: u64) -> u64 {
-    (t1 - t0) * instr_per_kilotick() / 1000
+    qemu_instructions(t1 - t0)
 }
 
 /// `2 * n` instructions (`subs` + `bne` per iteration).
@@ -112,15 +83,12 @@ fn shape(dims: &[usize]) -> heapless::String<32> {
 
 #[entry]
 fn main() -> ! {
-    let mut p = cortex_m::Peripherals::take().expect("peripherals");
-    p.SYST.set_clock_source(SystClkSource::Core);
-    p.SYST.set_reload(RELOAD);
-    p.SYST.clear_current();
-    p.SYST.enable_interrupt();
-    p.SYST.enable_counter();
+    let p = cortex_m::Peripherals::take().expect("peripherals");
+    let counter = Counter::start(p.SYST);
+    let ticks = || counter.ticks();
 
     hprintln!("arm-bench on {}: instructions counted by SysTick under -icount shift=0", cpu());
-    let mut ok = true;
+    let mut ok = kernels_are_native();
     for n in [1_000_000u32, 50_000_000, 250_000_000] {
         let t0 = ticks();
         known_loop(n);
@@ -184,15 +152,16 @@ fn main() -> ! {
             row(&shape(&[m, n, k]), &group, v.name(), instr, macs, first);
         }
     }
-    ok &= float_gemm(ram);
-    ok &= quantizer(ram);
+    ok &= float_gemm(ram, &counter);
+    ok &= quantizer(ram, &counter);
     exit(ok)
 }
 
 /// Float GEMM, f32 and fp16 weights, scalar vs the last compiled variant (outputs differ
 /// within the float bound, so only the instruction counts are shown; `f_sweep` in the tests
 /// checks the values).
-fn float_gemm(ram: &mut [u8]) -> bool {
+fn float_gemm(ram: &mut [u8], counter: &Counter) -> bool {
+    let ticks = || counter.ticks();
     let simd = *gemm::compiled_f_variants().last().expect("variants");
     let (m, n, k) = (32usize, 768usize, 768usize);
     let mut rest: &mut [u8] = ram;
@@ -233,7 +202,8 @@ fn float_gemm(ram: &mut [u8]) -> bool {
 
 /// Activation quantizer over a 257 x 1408 row-major source (BLIP-2's image tokens x ViT-g
 /// width), groups of 32 and 128, scalar vs the last compiled variant: bit-exact outputs.
-fn quantizer(ram: &mut [u8]) -> bool {
+fn quantizer(ram: &mut [u8], counter: &Counter) -> bool {
+    let ticks = || counter.ticks();
     let simd = *quant::compiled_variants().last().expect("variants");
     let (rows, cols) = (257usize, 1408usize);
     let mut rest: &mut [u8] = ram;

@@ -1,5 +1,6 @@
-//! Bare-metal tests of qformer-core's int8 kernels, run under QEMU (see tools/arm-tests.sh):
+//! Bare-metal tests of qformer-core's int8 kernels, run under QEMU (`cargo xtask arm-tests`):
 //!
+//! 0. the compiled kernels are the ones for the core (Helium on the M55 image, DSP on M4/M7);
 //! 1. every compiled int8 GEMM variant against scalar over `Q8_SHAPES`, bit for bit, and over
 //!    `EXTRA_SHAPES` (group sizes the Helium and DSP kernels treat specially: 48, 128, 256,
 //!    512, with 2 x 4 / 4 x 1 tile edges);
@@ -22,7 +23,7 @@
 #![no_main]
 
 use cortex_m_rt::entry;
-use kernel_tests::{cpu, exit, hprintln, Aligned};
+use kernel_tests::{cpu, exit, hprintln, kernels_are_native, Aligned};
 use qformer_core::kernels::gemm::{self, Q8Gemm};
 use qformer_core::kernels::quant;
 use qformer_core::kernels::testing::{
@@ -91,6 +92,7 @@ fn main() -> ! {
     };
     let (mut passed, mut failed) = (0u32, 0u32);
     let mut record = |ok: bool| if ok { passed += 1 } else { failed += 1 };
+    record(kernels_are_native());
 
     for v in gemm::compiled_variants() {
         for (set, shapes) in [("Q8_SHAPES", &Q8_SHAPES[..]), ("EXTRA_SHAPES", &EXTRA_SHAPES[..])] {

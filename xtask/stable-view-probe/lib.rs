@@ -1,7 +1,7 @@
-//! Probe for `tools/stable-view.sh`: the names of the kernels qformer-core selects at compile
+//! Probe for `cargo xtask stable-view`: the names of the kernels qformer-core selects at compile
 //! time ([`Kernels::COMPILED`]), written into this crate's object file as the string
 //! `qformer-kernels q8=NAME f=NAME quant=NAME;` (static `QFORMER_KERNELS`), so a script can
-//! read the choice of a cross build with `strings` without running it. It uses only the
+//! read the choice of a cross build without running it. It uses only the
 //! kernels' `name()`, so it also reads builds of older trees.
 #![no_std]
 

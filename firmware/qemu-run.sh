@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Cargo runner: qemu-run.sh MACHINE ELF. Runs ELF on QEMU's MACHINE (mps2-an386: Cortex-M4,
+# Cargo runner of the Cortex-M examples (`runner = "../qemu-run.sh MACHINE"` in their
+# .cargo/config.toml): qemu-run.sh MACHINE ELF. Runs ELF on QEMU's MACHINE (mps2-an386: Cortex-M4,
 # mps2-an500: Cortex-M7, mps3-an547: Cortex-M55) with semihosting and `-icount shift=0` (one
 # instruction per virtual nanosecond, so SysTick counts instructions), decodes the defmt log
 # with defmt-print and exits with the program's semihosting exit status. QEMU_TIMEOUT
-# (seconds, default 120) bounds the run.
+# (seconds, default 120) bounds the run. A script because a cargo runner cannot pipe, and
+# not `cargo xtask`: a board folder is its own workspace (and is meant to be copied out).
 set -uo pipefail
 machine=$1
 elf=$2
