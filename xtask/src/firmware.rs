@@ -299,12 +299,12 @@ fn probe_kernels(sysroot: &Path, build_dir: &Path) -> Result<Vec<(String, bool, 
             .max_by_key(|p| fs::metadata(p).and_then(|m| m.modified()).ok())
             .with_context(|| format!("no probe rlib in {}", deps.display()))?;
         let bytes = fs::read(&rlib)?;
-        let tag = b"qformer-kernels ";
-        let got = bytes
-            .windows(tag.len())
-            .position(|w| w == tag)
-            .and_then(|at| {
-                let rest = &bytes[at + tag.len()..];
+        // The record, not the crate docs' description of it (`q8=NAME`): names are lower case.
+        let tag = b"qformer-kernels q8=";
+        let got = (0..bytes.len().saturating_sub(tag.len()))
+            .filter(|&at| bytes[at..].starts_with(tag) && bytes[at + tag.len()].is_ascii_lowercase())
+            .find_map(|at| {
+                let rest = &bytes[at + tag.len() - 3..];
                 rest.iter().position(|&b| b == b';').map(|end| String::from_utf8_lossy(&rest[..end]).into_owned())
             })
             .with_context(|| format!("no kernel record in {}", rlib.display()))?;
