@@ -212,6 +212,13 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     exit(false)
 }
 
+/// Reports a HardFault and exits with failure.
+///
+/// # Safety
+///
+/// Called only by the hardware through cortex-m-rt's vector table (cortex-m-rt requires the
+/// handler to be declared `unsafe`), with `frame` the stacked exception frame; it never
+/// returns.
 #[exception]
 unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
     defmt::error!("HardFault at pc {=u32:#010x}", frame.pc());
