@@ -33,14 +33,7 @@ fn run_writes_outputs_with_interface_names() {
     let dir = tempfile::tempdir().unwrap();
     let (blob, input) = setup(dir.path(), qformer_core::Precision::F32);
     let out = dir.path().join("out.safetensors");
-    let o = qformer(&[
-        "run".as_ref(),
-        blob.as_os_str(),
-        "--input".as_ref(),
-        input.as_os_str(),
-        "--output".as_ref(),
-        out.as_os_str(),
-    ]);
+    let o = qformer(&run_args(&blob, &input, &out));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let bytes = std::fs::read(&out).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -120,14 +113,7 @@ fn inspect_shows_sizes_and_bad_blobs_fail_cleanly() {
     let bytes = std::fs::read(&blob).unwrap();
     std::fs::write(&blob, &bytes[..bytes.len() - 100]).unwrap();
     let out = dir.path().join("out.safetensors");
-    let o = qformer(&[
-        "run".as_ref(),
-        blob.as_os_str(),
-        "--input".as_ref(),
-        input.as_os_str(),
-        "--output".as_ref(),
-        out.as_os_str(),
-    ]);
+    let o = qformer(&run_args(&blob, &input, &out));
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("blob is truncated") && !err.contains("panicked"), "{err}");
