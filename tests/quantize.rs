@@ -394,3 +394,21 @@ fn inputs_larger_than_memory_are_refused_before_reading() {
     assert!(e.contains("bytes of memory available"), "{e}");
     assert!(t.elapsed().as_secs() < 5, "it read the file");
 }
+
+/// A finite f32 weight beyond fp16's range would become infinity in an fp16 blob (which the
+/// reader refuses): the writer says so, naming the tensor, and int8 and f32 still work.
+#[test]
+fn weights_beyond_fp16_range_are_refused_for_fp16_only() {
+    use qformer_core::Precision;
+    use qformer_std::writer::{build_blob, BlobOptions};
+    let mut w = weights("hf_relu_f1");
+    let t = w.tensors.iter_mut().find(|t| t.role.is_matrix()).expect("a matrix");
+    t.data[3] = 1.0e6;
+    let err = format!("{:#}", build_blob(&w, BlobOptions::new(Precision::F16), || {}).expect_err("fp16 must fail"));
+    assert!(err.contains("value 3 (1000000) is beyond fp16's range"), "{err}");
+    for p in [Precision::F32, Precision::Int8] {
+        let blob = build_blob(&w, BlobOptions::new(p), || {}).expect("f32 and int8 store it");
+        let copy = qformer_std::runtime::BlobBytes::copy(&blob);
+        qformer_core::Model::from_blob(copy.bytes()).expect("and it validates");
+    }
+}

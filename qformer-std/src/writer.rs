@@ -103,6 +103,13 @@ pub fn build_blob(w: &Weights, opts: BlobOptions, mut progress: impl FnMut()) ->
         match DType::from_u8(e.dtype) {
             Some(DType::F32) => data.copy_from_slice(bytemuck::cast_slice(&t.data)),
             Some(DType::F16) => {
+                if let Some(i) = t.data.iter().position(|v| !f16::from_f32(*v).is_finite()) {
+                    bail!(
+                        "{}: value {i} ({}) is beyond fp16's range (largest 65504): store this model as int8 or f32",
+                        hf_name(t.role, t.layer),
+                        t.data[i]
+                    );
+                }
                 for (d, v) in data.chunks_exact_mut(2).zip(&t.data) {
                     d.copy_from_slice(&f16::from_f32(*v).to_le_bytes());
                 }
