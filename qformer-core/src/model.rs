@@ -364,7 +364,7 @@ impl<'a> Model<'a> {
             match self.precision {
                 Precision::Int8 => {
                     let mut b = self.plan.ffn.int8(region)?;
-                    let input = self.quantize(rows_of(x, n, d), &mut b.q, 0);
+                    let input = self.quantize(rows_of(x, n, d), &mut b.q);
                     proj.apply(&self.kernels, exec, Input::Q(input), n, p, proj.n);
                 }
                 Precision::F32 | Precision::F16 => proj.apply(&self.kernels, exec, Input::F32(x), n, p, proj.n),
@@ -380,11 +380,9 @@ impl<'a> Model<'a> {
         self.header.group_size as usize
     }
 
-    /// Quantizes `src` into `buf` from row `row0` on, with the model's quantizer.
-    fn quantize<'s>(&self, src: Strided<'_>, buf: &'s mut QBuf<'_>, row0: usize) -> QRows<'s> {
-        let group = self.group();
-        let (values, scales) = buf.rows_from(row0, src.cols);
-        quant::quantize_rows(self.kernels.quant, src, group, values, scales)
+    /// Quantizes `src` into `buf` with the model's quantizer and group size.
+    fn quantize<'s>(&self, src: Strided<'_>, buf: &'s mut QBuf<'_>) -> QRows<'s> {
+        quant::quantize_rows(self.kernels.quant, src, self.group(), buf.values, buf.scales)
     }
 
     /// `x = LayerNorm(x + Attention(x, kv) W_o + b_o)`, where the keys and values come from
@@ -423,7 +421,7 @@ impl<'a> Model<'a> {
         let (n, d, heads, dh) = (c.num_queries as usize, c.hidden as usize, c.num_heads as usize, c.head_dim());
         let scale = 1.0 / libm::sqrtf(dh as f32);
         let mut b = self.plan.attention.int8(region)?;
-        let xin = self.quantize(rows_of(x, n, d), &mut b.xq, 0);
+        let xin = self.quantize(rows_of(x, n, d), &mut b.xq);
         let (src, t) = match image {
             Some(image) => (image.rows, image.tokens),
             None => (xin, n),
@@ -441,20 +439,20 @@ impl<'a> Model<'a> {
                 }
             };
             project(&w.k, b.k);
-            let kh = self.quantize(rows_of(&b.k[..t * dh], t, dh), &mut b.kq, 0);
+            let kh = self.quantize(rows_of(&b.k[..t * dh], t, dh), &mut b.kq);
             project(&w.v, b.k);
             let transposed = Strided { data: b.k, rows: dh, cols: t, row_stride: 1, col_stride: dh };
-            let vh = self.quantize(transposed, &mut b.vtq, 0);
+            let vh = self.quantize(transposed, &mut b.vtq);
             let q = Strided { data: &b.q[h * dh..], rows: n, cols: dh, row_stride: d, col_stride: 1 };
-            let qh = self.quantize(q, &mut b.head_qq, 0);
+            let qh = self.quantize(q, &mut b.head_qq);
             self.kernels.q8.run(&qh, &kh, None, b.scores, Shape::new(n, t, dh));
             norm::softmax_rows(&mut b.scores[..n * t], t, scale);
-            let ph = self.quantize(rows_of(b.scores, n, t), &mut b.pq, 0);
+            let ph = self.quantize(rows_of(b.scores, n, t), &mut b.pq);
             let s = Shape { m: n, n: dh, k: t, ldo: d };
             self.kernels.q8.run(&ph, &vh, None, &mut b.ctx[h * dh..], s);
         }
         // The quantized input is dead: the context reuses its buffers.
-        let context = self.quantize(rows_of(b.ctx, n, d), &mut b.xq, 0);
+        let context = self.quantize(rows_of(b.ctx, n, d), &mut b.xq);
         w.o.apply(&self.kernels, exec, Input::Q(context), n, b.q, d);
         Ok(b.q)
     }
@@ -508,10 +506,10 @@ impl<'a> Model<'a> {
             Precision::Int8 => {
                 let b = self.plan.ffn.int8(region)?;
                 let mut q = b.q;
-                let input = self.quantize(rows_of(x, n, d), &mut q, 0);
+                let input = self.quantize(rows_of(x, n, d), &mut q);
                 up.apply(k, exec, Input::Q(input), n, b.h, i);
                 norm::activate_slice(c.activation, &mut b.h[..n * i]);
-                let hidden = self.quantize(rows_of(b.h, n, i), &mut q, 0);
+                let hidden = self.quantize(rows_of(b.h, n, i), &mut q);
                 // The intermediate is quantized: the output goes where it was.
                 let out = &mut b.h[..n * d];
                 down.apply(k, exec, Input::Q(hidden), n, out, d);

@@ -48,13 +48,11 @@ pub struct QSpan {
     pub values: Span,
     /// `rows * stride / group` f32.
     pub scales: Span,
-    /// Values per scale.
-    pub group: usize,
 }
 
 impl QSpan {
     /// No bytes.
-    pub const EMPTY: QSpan = QSpan { values: Span::EMPTY, scales: Span::EMPTY, group: 0 };
+    pub const EMPTY: QSpan = QSpan { values: Span::EMPTY, scales: Span::EMPTY };
 }
 
 /// Buffers of the attention phase (self or cross).
@@ -168,7 +166,7 @@ impl Bump {
         // `take` multiplies with overflow checks.
         let values = self.take(rows, stride);
         let scales = self.take(rows, 4 * (stride / group));
-        QSpan { values, scales, group }
+        QSpan { values, scales }
     }
 }
 
@@ -385,24 +383,13 @@ impl FfnPlan {
 }
 
 /// A row-quantized int8 matrix's buffers, to be filled by the quantizer. The plan sizes them
-/// for the most rows and columns a phase needs; a use with fewer columns has a shorter
-/// stride (`round_up(cols, group)`), so the rows are addressed by their column count.
+/// for the most rows and columns a phase needs; a use with fewer columns has a shorter stride
+/// (`round_up(cols, group)`), which the quantizer derives.
 pub(crate) struct QBuf<'a> {
     /// Values.
     pub values: &'a mut [i8],
     /// Scales.
     pub scales: &'a mut [f32],
-    /// Values per scale.
-    pub group: usize,
-}
-
-impl QBuf<'_> {
-    /// Rows `start..` of a matrix of `cols` columns, for the quantizer to write.
-    pub fn rows_from(&mut self, start: usize, cols: usize) -> (&mut [i8], &mut [f32]) {
-        let stride = round_up(cols, self.group);
-        let groups = stride / self.group;
-        (&mut self.values[start * stride..], &mut self.scales[start * groups..])
-    }
 }
 
 /// Hands out the spans of one buffer as typed slices; spans must come in increasing offset
@@ -437,7 +424,7 @@ impl<'a> Carve<'a> {
     }
     fn q(&mut self, s: QSpan) -> Result<QBuf<'a>, Error> {
         let values = bytemuck::cast_slice_mut(self.bytes(s.values));
-        Ok(QBuf { values, scales: self.f32s(s.scales)?, group: s.group.max(1) })
+        Ok(QBuf { values, scales: self.f32s(s.scales)? })
     }
 }
 
