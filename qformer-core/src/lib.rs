@@ -82,6 +82,7 @@ pub mod kernels;
 pub mod model;
 pub mod parallel;
 pub mod plan;
+pub mod tokenizer;
 
 pub use blob::{DType, Header, Role, TensorEntry};
 pub use config::{valid_group, Activation, Config, Precision};

@@ -12,6 +12,7 @@
 //! * [`io`]: `image_embeds` inputs (safetensors or `.npy`) and `qformer_output` outputs.
 //! * [`synth`]: deterministic synthetic models (the `demo`, BLIP-2-sized tests).
 //! * [`metrics`]: cosine similarity and error statistics.
+//! * [`vocab`]: Hugging Face BERT tokenizer directories read into the core tokenizer's tables.
 
 pub mod checkpoint;
 pub mod files;
@@ -21,6 +22,7 @@ pub mod reference;
 pub mod report;
 pub mod runtime;
 pub mod synth;
+pub mod vocab;
 pub mod weights;
 pub mod writer;
 
