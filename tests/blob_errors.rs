@@ -69,8 +69,13 @@ fn each_bad_blob_has_its_error() {
         ("wrong magic", Box::new(|b| b[0] = b'X'), Error::BadMagic),
         (
             "newer version",
-            Box::new(|b| set_u32(b, header!(version), 2)),
-            Error::UnsupportedVersion { found: 2, supported: 1 },
+            Box::new(|b| set_u32(b, header!(version), 3)),
+            Error::UnsupportedVersion { found: 3, supported: 2 },
+        ),
+        (
+            "version 1 blob (before the text parts and the transform field)",
+            Box::new(|b| set_u32(b, header!(version), 1)),
+            Error::UnsupportedVersion { found: 1, supported: 2 },
         ),
         (
             "flipped data bit",
@@ -91,10 +96,42 @@ fn each_bad_blob_has_its_error() {
         (
             "reserved header word",
             Box::new(|b| {
-                set_u32(b, header!(reserved) + 12, 1);
+                set_u32(b, header!(reserved), 1);
                 reseal(b)
             }),
             Error::BadHeader { field: "reserved", value: 1 },
+        ),
+        (
+            "tokenizer flags in a blob without text parts",
+            Box::new(|b| {
+                set_u32(b, header!(text_flags), 1);
+                reseal(b)
+            }),
+            Error::BadHeader { field: "text_flags", value: 1 },
+        ),
+        (
+            "a [SEP] id in a blob without text parts",
+            Box::new(|b| {
+                set_u32(b, header!(sep_id), 102);
+                reseal(b)
+            }),
+            Error::BadHeader { field: "sep_id", value: 102 },
+        ),
+        (
+            "text parts half declared (T_max without a vocabulary)",
+            Box::new(|b| {
+                set_u32(b, header!(max_text_tokens), 8);
+                reseal(b)
+            }),
+            Error::InvalidConfig { field: "vocab_size", value: 0 },
+        ),
+        (
+            "an input transform this reader does not implement (a rotated int8 layer)",
+            Box::new(|b| {
+                b[entry!(SELF_QUERY_0, transform)] = 1;
+                reseal(b)
+            }),
+            Error::Tensor { role: Role::SelfQueryWeight, layer: 0, problem: TensorProblem::Transform(1) },
         ),
         (
             "heads do not divide hidden",

@@ -183,52 +183,13 @@ fn npy_shape_larger_than_the_file_is_an_error() {
 
 /// The hf_relu_f1 case turned into an InstructBLIP checkpoint the way transformers lays one
 /// out: input LayerNorm under `embeddings.layernorm`, word embeddings, text-side layers.
-fn instructblip_case() -> tempfile::TempDir {
-    let dir = copy_case("hf_relu_f1");
-    rewrite_safetensors(&dir.path().join("model.safetensors"), |l| {
-        for t in l.iter_mut() {
-            if let Some(rest) = t.0.strip_prefix("qformer.layernorm.") {
-                t.0 = format!("qformer.embeddings.layernorm.{rest}");
-            }
-        }
-        let f32_bytes = |n: usize| vec![0u8; 4 * n];
-        l.push((
-            "qformer.embeddings.word_embeddings.weight".into(),
-            safetensors::Dtype::F32,
-            vec![10, 32],
-            f32_bytes(320),
-        ));
-        l.push((
-            "qformer.encoder.layer.0.intermediate.dense.weight".into(),
-            safetensors::Dtype::F32,
-            vec![64, 32],
-            f32_bytes(2048),
-        ));
-    });
-    dir
-}
-
 #[test]
-fn instructblip_checkpoints_are_refused() {
-    // Running InstructBLIP's queries without the instruction gave wrong outputs silently
-    // (issue 11): until the instruction path exists, refuse. Recognised by the word
-    // embeddings of the Q-Former...
-    let dir = instructblip_case();
-    let e = load_err(dir.path(), &LoadOptions::default());
-    assert!(
-        e.contains("InstructBLIP checkpoint")
-            && e.contains("qformer.embeddings.word_embeddings.weight")
-            && e.contains("not supported yet"),
-        "{e}"
-    );
-    // ... or by the config alone.
-    for (from, to, why) in [
-        ("\"model_type\": \"blip-2\"", "\"model_type\": \"instructblip\"", "model_type \"instructblip\""),
-        (
-            "Blip2ForConditionalGeneration",
-            "InstructBlipForConditionalGeneration",
-            "InstructBlipForConditionalGeneration",
-        ),
+fn instructblip_checkpoints_need_their_text_parts() {
+    // A config that says InstructBLIP without the instruction path's tensors is refused
+    // (its queries alone are not InstructBLIP's outputs).
+    for (from, to) in [
+        ("\"model_type\": \"blip-2\"", "\"model_type\": \"instructblip\""),
+        ("Blip2ForConditionalGeneration", "InstructBlipForConditionalGeneration"),
     ] {
         let dir = copy_case("hf_relu_f1");
         let cfg = dir.path().join("config.json");
@@ -236,12 +197,35 @@ fn instructblip_checkpoints_are_refused() {
         assert!(text.contains(from), "fixture config lacks {from}");
         std::fs::write(&cfg, text.replace(from, to)).unwrap();
         let e = load_err(dir.path(), &LoadOptions::default());
-        assert!(e.contains("InstructBLIP checkpoint") && e.contains(why), "{e}");
+        assert!(e.contains("says this is InstructBLIP") && e.contains("word_embeddings"), "{e}");
+    }
+    // Without its tokenizer (HF: qformer_tokenizer/ beside the weights).
+    let dir = copy_case("instructblip_hf");
+    std::fs::remove_dir_all(dir.path().join("qformer_tokenizer")).unwrap();
+    let e = load_err(dir.path(), &LoadOptions::default());
+    assert!(
+        e.contains("InstructBLIP checkpoint") && e.contains("qformer_tokenizer") && e.contains("--tokenizer"),
+        "{e}"
+    );
+    // ... which --tokenizer can name.
+    let opts =
+        LoadOptions { tokenizer: Some(fixture("instructblip_hf").join("qformer_tokenizer")), ..LoadOptions::default() };
+    let w = qformer_std::checkpoint::load(dir.path(), &opts).unwrap();
+    assert_eq!(w.config.max_text_tokens, 16, "T_max defaults to the position table's 16 rows (below 128)");
+    // T_max beyond the position embeddings, or below [CLS] [SEP].
+    for t in [17, 1] {
+        let opts = LoadOptions { max_text_tokens: Some(t), ..LoadOptions::default() };
+        let e = load_err(&fixture("instructblip_hf"), &opts);
+        assert!(
+            e.contains(&format!("--max-text-tokens {t} is out of range")) && e.contains("16 position embeddings"),
+            "{e}"
+        );
     }
     // LAVIS keeps word embeddings in BLIP-2 / MiniGPT-4 checkpoints too (the lavis case has
-    // them): those still load; with an instruction model's projection (llm_proj) they are
-    // refused.
+    // them): those load query-only; with an instruction model's projection (llm_proj) they
+    // are InstructBLIP and need the tokenizer.
     assert!(fixture_has("lavis_gelu_f2", "Qformer.bert.embeddings.word_embeddings.weight"));
+    assert!(!qformer_tests::weights("lavis_gelu_f2").config.has_text());
     let dir = copy_case("lavis_gelu_f2");
     rewrite_safetensors(&dir.path().join("model.safetensors"), |l| {
         for t in l.iter_mut() {
@@ -251,7 +235,7 @@ fn instructblip_checkpoints_are_refused() {
         }
     });
     let e = load_err(dir.path(), &load_options("lavis_gelu_f2"));
-    assert!(e.contains("InstructBLIP") && e.contains("Qformer.bert.embeddings.word_embeddings.weight"), "{e}");
+    assert!(e.contains("InstructBLIP checkpoint") && e.contains("qformer_tokenizer"), "{e}");
 }
 
 fn fixture_has(case: &str, tensor: &str) -> bool {

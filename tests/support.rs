@@ -88,6 +88,9 @@ pub const TINY: qformer_core::Config = qformer_core::Config {
     projection_dim: 24,
     activation: qformer_core::Activation::Gelu,
     layer_norm_eps: 1e-12,
+    max_text_tokens: 0,
+    vocab_size: 0,
+    vocab_bytes: 0,
 };
 
 /// A valid blob of a tiny synthetic model.
@@ -103,13 +106,23 @@ pub fn reseal(blob: &mut [u8]) {
         .copy_from_slice(&crc.to_le_bytes());
 }
 
-/// Copies a fixture case into a fresh temporary directory (for tests that damage it).
+/// Copies a fixture case (and its subdirectories, e.g. `qformer_tokenizer/`) into a fresh
+/// temporary directory (for tests that damage it).
 pub fn copy_case(case: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("temp dir");
-    for entry in std::fs::read_dir(fixture(case)).expect("fixture dir") {
-        let p = entry.expect("dir entry").path();
-        std::fs::copy(&p, dir.path().join(p.file_name().expect("file name"))).expect("copy fixture");
+    fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+        for entry in std::fs::read_dir(from).expect("fixture dir") {
+            let p = entry.expect("dir entry").path();
+            let dst = to.join(p.file_name().expect("file name"));
+            if p.is_dir() {
+                std::fs::create_dir(&dst).expect("create dir");
+                copy_dir(&p, &dst);
+            } else {
+                std::fs::copy(&p, dst).expect("copy fixture");
+            }
+        }
     }
+    let dir = tempfile::tempdir().expect("temp dir");
+    copy_dir(&fixture(case), dir.path());
     dir
 }
 
@@ -144,4 +157,38 @@ pub fn npy(descr: &str, fortran: bool, shape: &str, data: &[u8]) -> Vec<u8> {
     out.extend_from_slice(header.as_bytes());
     out.extend_from_slice(data);
     out
+}
+
+/// The InstructBLIP fixture cases made by `tools/reference/make_instructblip.py`.
+pub const INSTRUCT_CASES: [&str; 4] =
+    ["instructblip_hf", "instructblip_hf_sharded", "instructblip_hf_bf16", "instructblip_lavis"];
+
+impl Golden {
+    /// Integer tensor `name` (I64 or I32) with its shape, if present.
+    pub fn ints(&self, name: &str) -> Option<(Vec<usize>, Vec<i64>)> {
+        let st = SafeTensors::deserialize(&self.bytes).expect("valid golden file");
+        let v = st.tensor(name).ok()?;
+        let data = match v.dtype() {
+            safetensors::Dtype::I64 => {
+                v.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect()
+            }
+            safetensors::Dtype::I32 => {
+                v.data().chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")) as i64).collect()
+            }
+            other => panic!("{name} has dtype {other:?}, not an integer"),
+        };
+        Some((v.shape().to_vec(), data))
+    }
+
+    /// The instructions stored as `{prefix}qformer_input_ids` / `{prefix}qformer_attention_mask`.
+    pub fn instructions(&self, prefix: &str) -> Option<qformer_std::runtime::Instructions> {
+        let (shape, ids) = self.ints(&format!("{prefix}qformer_input_ids"))?;
+        let (_, mask) = self.ints(&format!("{prefix}qformer_attention_mask"))?;
+        Some(qformer_std::runtime::Instructions {
+            ids: ids.iter().map(|&v| v as u32).collect(),
+            mask: mask.iter().map(|&v| v as u8).collect(),
+            len: shape[1],
+            rows: shape[0],
+        })
+    }
 }

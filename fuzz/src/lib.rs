@@ -3,7 +3,7 @@
 //! (no panic, errors instead; identical output for every executor and every int8 kernel).
 
 use qformer_core::kernels::Kernels;
-use qformer_core::{Config, Executor, Header, Model, Precision, Sequential};
+use qformer_core::{Config, Executor, Header, Image, Model, Precision, Sequential};
 use qformer_std::runtime::{Arena, BlobBytes};
 
 /// Largest arena the targets allocate for a forward (a valid blob may plan a huge arena
@@ -136,13 +136,20 @@ pub fn exercise_model(model: &Model<'_>, seed: u64) -> Outcome {
     let (n, d, dv, p) =
         (c.num_queries as usize, c.hidden as usize, c.encoder_hidden as usize, c.projection_dim as usize);
     let img = image(m, dv, seed);
+    // InstructBLIP blobs get an instruction of seed-chosen ids, the last one masked.
+    let ids: Vec<u32> = (0..(seed as usize % 5 + 1).min(c.max_text_tokens as usize))
+        .map(|i| (seed.wrapping_mul(31).wrapping_add(i as u64 * 7) % c.vocab_size.max(1) as u64) as u32)
+        .collect();
+    let mask: Vec<u8> = (0..ids.len()).map(|i| u8::from(i + 1 < ids.len() || ids.len() == 1)).collect();
+    let text = c.has_text().then_some(qformer_core::Text { ids: &ids, mask: Some(&mask) });
     let mut arena = Arena::new(model.arena_bytes());
     type Run = Result<(Vec<f32>, Vec<f32>), qformer_core::Error>;
     let run = |model: &Model<'_>, exec: &dyn Executor, arena: &mut Arena| -> Run {
         let mut out = vec![0f32; n * d];
         let mut proj = vec![0f32; n * p];
         let projected = if p > 0 { Some(&mut proj[..]) } else { None };
-        match model.forward_with(&img, arena.bytes_mut(), &mut out, projected, exec, &mut |_: usize, _: &[f32]| {}) {
+        let none = &mut |_: usize, _: &[f32]| {};
+        match model.forward_with(Image::Features(&img), text, arena.bytes_mut(), &mut out, projected, exec, none) {
             Ok(()) => {
                 assert!(
                     out.iter().chain(&proj).all(|v| v.is_finite()),
@@ -166,6 +173,16 @@ pub fn exercise_model(model: &Model<'_>, seed: u64) -> Outcome {
     // The arena is reused dirty: the output must not depend on what it held.
     let second = run(&scalar, &Chunked, &mut arena);
     assert!(same(&first, &second), "row-block split changed the output");
+    // The image encoded once (the many-questions path) gives the same bits.
+    if first.is_ok() && model.encoded_image_bytes() <= ARENA_LIMIT {
+        let mut cache = Arena::new(model.encoded_image_bytes());
+        if let Ok(encoded) = scalar.encode_image(&img, cache.bytes_mut(), arena.bytes_mut(), &Sequential) {
+            let mut out = vec![0f32; n * d];
+            let none = &mut |_: usize, _: &[f32]| {};
+            let r = scalar.forward_with(Image::Encoded(&encoded), text, arena.bytes_mut(), &mut out, None, &Sequential, none);
+            assert!(r.is_ok() && first.as_ref().is_ok_and(|(o, _)| same_bits(o, &out)), "the encoded image changed the output");
+        }
+    }
     if model.precision() == Precision::Int8 {
         let detected = model.with_kernels(qformer_std::runtime::detect_kernels());
         let third = run(&detected, &Sequential, &mut arena);

@@ -38,6 +38,9 @@ const SMALL: Config = Config {
     projection_dim: 0,
     activation: Activation::Relu,
     layer_norm_eps: 1e-6,
+    max_text_tokens: 0,
+    vocab_size: 0,
+    vocab_bytes: 0,
 };
 
 /// A checkpoint_load input carrying its own config.

@@ -13,6 +13,7 @@
 
 use crate::config::{valid_group, Activation, Config, Precision};
 use crate::error::{Error, TensorProblem};
+use crate::tokenizer::{TokenizerOptions, Vocab, VocabError};
 
 pub use crate::align::{round_up, ALIGN};
 
@@ -20,7 +21,7 @@ pub use crate::align::{round_up, ALIGN};
 pub const MAGIC: [u8; 8] = *b"QFMRBLOB";
 /// The format version this build writes and reads. Any change to the layout bumps it; a
 /// reader rejects every version it was not built for.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Size of the [`Header`] in bytes.
 pub const HEADER_BYTES: usize = core::mem::size_of::<Header>();
 /// Size of one [`TensorEntry`] in bytes.
@@ -38,6 +39,21 @@ code_enum! {
         /// Symmetric int8 (values -127..=127) with one f32 scale per group of `group`
         /// consecutive input channels of each row (weights only). Code 3 is reserved for int4.
         I8 = 2 => "i8",
+        /// Bytes (the vocabulary's UTF-8 tokens).
+        U8 = 4 => "u8",
+        /// Little-endian `u32` (the vocabulary's offset and order tables).
+        U32 = 5 => "u32",
+    }
+}
+
+code_enum! {
+    /// A transform of a matrix's input that the stored weights already fold in (`W Hᵀ`), so
+    /// the forward applies it to the layer's input at run time. The field exists for the int8
+    /// scheme with rotated inputs; this reader implements none and refuses any other code
+    /// with [`TensorProblem::Transform`], naming the tensor.
+    pub enum Transform: u8, from_u8 {
+        /// The weights are the checkpoint's.
+        None = 0 => "none",
     }
 }
 
@@ -103,13 +119,43 @@ pub struct Header {
     pub activation: u32,
     /// [`Config::layer_norm_eps`] as `f32` bits.
     pub layer_norm_eps_bits: u32,
+    /// [`Config::max_text_tokens`] (InstructBLIP; 0 without text parts).
+    pub max_text_tokens: u32,
+    /// [`Config::vocab_size`].
+    pub vocab_size: u32,
+    /// [`Config::vocab_bytes`].
+    pub vocab_bytes: u32,
+    /// Tokenizer behaviour: [`TEXT_LOWERCASE`], [`TEXT_STRIP_ACCENTS`], [`TEXT_TRUNCATE_LEFT`];
+    /// other bits zero, and all zero without text parts.
+    pub text_flags: u32,
+    /// Id of `[CLS]` (0 without text parts; otherwise below `vocab_size`, as the next three).
+    pub cls_id: u32,
+    /// Id of `[SEP]`.
+    pub sep_id: u32,
+    /// Id of `[UNK]`.
+    pub unk_id: u32,
+    /// Id of `[PAD]`.
+    pub pad_id: u32,
+    /// The first added token's id (tokens kept whole, outside WordPiece: LAVIS's `[DEC]`);
+    /// `vocab_size` when there are none (0 without text parts).
+    pub first_added_id: u32,
     /// Zero in this version.
-    pub reserved: [u32; 10],
+    pub reserved: u32,
 }
+
+/// [`Header::text_flags`]: the tokenizer lower-cases (BERT uncased's `do_lower_case`).
+pub const TEXT_LOWERCASE: u32 = 1;
+/// [`Header::text_flags`]: the tokenizer strips accents (NFD, then drops combining marks).
+pub const TEXT_STRIP_ACCENTS: u32 = 2;
+/// [`Header::text_flags`]: an over-long instruction loses its first pieces, not its last
+/// (`truncation_side = "left"`, as LAVIS's InstructBLIP Q-Former tokenizer).
+pub const TEXT_TRUNCATE_LEFT: u32 = 4;
+const TEXT_FLAGS: u32 = TEXT_LOWERCASE | TEXT_STRIP_ACCENTS | TEXT_TRUNCATE_LEFT;
 
 // The header is 8 magic bytes and 30 `u32`s: 128 bytes, no padding.
 const _: () = assert!(core::mem::size_of::<Header>() == 128);
 const _: () = assert!(core::mem::size_of::<Header>() == 8 + 4 * 30);
+const _: () = assert!(core::mem::offset_of!(Header, max_text_tokens) == 88);
 const _: () = assert!(CHECKSUM_OFFSET == 20);
 
 // SAFETY: `Header` is `repr(C)` of `[u8; 8]`, `u32`s and `[u32; 10]` with no padding (the
@@ -119,8 +165,8 @@ unsafe impl bytemuck::Zeroable for Header {}
 unsafe impl bytemuck::Pod for Header {}
 
 impl Header {
-    /// A header for `config` with every layout field (counts, offsets, sizes, checksum) zero;
-    /// the writer fills them in.
+    /// A header for `config` with every layout field (counts, offsets, sizes, checksum) and
+    /// the tokenizer fields zero; the writer fills them in.
     pub const fn new(config: &Config, precision: Precision, group_size: u32) -> Header {
         Header {
             magic: MAGIC,
@@ -144,7 +190,16 @@ impl Header {
             projection_dim: config.projection_dim,
             activation: config.activation as u32,
             layer_norm_eps_bits: config.layer_norm_eps.to_bits(),
-            reserved: [0; 10],
+            max_text_tokens: config.max_text_tokens,
+            vocab_size: config.vocab_size,
+            vocab_bytes: config.vocab_bytes,
+            text_flags: 0,
+            cls_id: 0,
+            sep_id: 0,
+            unk_id: 0,
+            pad_id: 0,
+            first_added_id: 0,
+            reserved: 0,
         }
     }
 
@@ -185,12 +240,8 @@ impl Header {
         if h.table_offset != HEADER_BYTES as u32 {
             return Err(Error::BadHeader { field: "table_offset", value: h.table_offset });
         }
-        let mut k = 0;
-        while k < h.reserved.len() {
-            if h.reserved[k] != 0 {
-                return Err(Error::BadHeader { field: "reserved", value: h.reserved[k] });
-            }
-            k += 1;
+        if h.reserved != 0 {
+            return Err(Error::BadHeader { field: "reserved", value: h.reserved });
         }
         let precision = match Precision::from_u32(h.precision) {
             Some(p) => p,
@@ -209,6 +260,21 @@ impl Header {
         };
         if let Err(e) = config.validate() {
             return Err(e);
+        }
+        let tokenizer = [("cls_id", h.cls_id), ("sep_id", h.sep_id), ("unk_id", h.unk_id), ("pad_id", h.pad_id)];
+        let mut t = 0;
+        while t < tokenizer.len() {
+            let (field, id) = tokenizer[t];
+            if if config.has_text() { id >= config.vocab_size } else { id != 0 } {
+                return Err(Error::BadHeader { field, value: id });
+            }
+            t += 1;
+        }
+        if if config.has_text() { h.first_added_id > config.vocab_size } else { h.first_added_id != 0 } {
+            return Err(Error::BadHeader { field: "first_added_id", value: h.first_added_id });
+        }
+        if h.text_flags & !TEXT_FLAGS != 0 || (!config.has_text() && h.text_flags != 0) {
+            return Err(Error::BadHeader { field: "text_flags", value: h.text_flags });
         }
         let expected = tensor_count(&config);
         if h.tensor_count != expected {
@@ -257,6 +323,9 @@ impl Header {
             projection_dim: self.projection_dim,
             activation,
             layer_norm_eps: f32::from_bits(self.layer_norm_eps_bits),
+            max_text_tokens: self.max_text_tokens,
+            vocab_size: self.vocab_size,
+            vocab_bytes: self.vocab_bytes,
         })
     }
 
@@ -266,6 +335,33 @@ impl Header {
             Some(p) => p,
             None => Precision::F32,
         }
+    }
+
+    /// What the blob's tokenizer does (meaningful only with text parts).
+    pub const fn tokenizer_options(&self) -> TokenizerOptions {
+        TokenizerOptions {
+            lowercase: self.text_flags & TEXT_LOWERCASE != 0,
+            strip_accents: self.text_flags & TEXT_STRIP_ACCENTS != 0,
+            truncate_left: self.text_flags & TEXT_TRUNCATE_LEFT != 0,
+            cls: self.cls_id,
+            sep: self.sep_id,
+            unk: self.unk_id,
+            pad: self.pad_id,
+            first_added: self.first_added_id,
+        }
+    }
+
+    /// Sets the tokenizer fields from `options` (the writer's side of
+    /// [`Header::tokenizer_options`]).
+    pub const fn set_tokenizer_options(&mut self, options: &TokenizerOptions) {
+        self.text_flags = if options.lowercase { TEXT_LOWERCASE } else { 0 }
+            | if options.strip_accents { TEXT_STRIP_ACCENTS } else { 0 }
+            | if options.truncate_left { TEXT_TRUNCATE_LEFT } else { 0 };
+        self.cls_id = options.cls;
+        self.sep_id = options.sep;
+        self.unk_id = options.unk;
+        self.pad_id = options.pad;
+        self.first_added_id = options.first_added;
     }
 
     /// Exact arena size in bytes for a blob with this header; see [`crate::plan`].
@@ -292,8 +388,10 @@ pub struct TensorEntry {
     pub layer: u16,
     /// [`DType`] code.
     pub dtype: u8,
+    /// [`Transform`] code folded into a matrix's weights (0 for every other tensor).
+    pub transform: u8,
     /// Zero.
-    pub reserved: [u8; 3],
+    pub reserved: [u8; 2],
     /// Rows (output features of a linear layer; 1 for vectors).
     pub rows: u32,
     /// Columns (input features of a linear layer; length of a vector).
@@ -354,6 +452,11 @@ code_enum! {
         QueryTokens = 0 => "query_tokens",
         InputNormWeight = 1 => "input_norm.weight",
         InputNormBias = 2 => "input_norm.bias",
+        WordEmbeddings = 3 => "word_embeddings",
+        PositionEmbeddings = 4 => "position_embeddings",
+        VocabText = 5 => "vocab.text",
+        VocabOffsets = 6 => "vocab.offsets",
+        VocabSorted = 7 => "vocab.sorted",
         SelfQueryWeight = 10 => "self.query.weight",
         SelfQueryBias = 11 => "self.query.bias",
         SelfKeyWeight = 12 => "self.key.weight",
@@ -382,10 +485,19 @@ code_enum! {
         FfnNormBias = 35 => "ffn.norm.bias",
         ProjWeight = 40 => "proj.weight",
         ProjBias = 41 => "proj.bias",
+        TextUpWeight = 50 => "text_ffn.up.weight",
+        TextUpBias = 51 => "text_ffn.up.bias",
+        TextDownWeight = 52 => "text_ffn.down.weight",
+        TextDownBias = 53 => "text_ffn.down.bias",
+        TextNormWeight = 54 => "text_ffn.norm.weight",
+        TextNormBias = 55 => "text_ffn.norm.bias",
     }
 }
 
 const GLOBAL_ROLES: [Role; 3] = [Role::QueryTokens, Role::InputNormWeight, Role::InputNormBias];
+/// InstructBLIP's text tensors outside the layers, after [`GLOBAL_ROLES`], in table order.
+const TEXT_ROLES: [Role; 5] =
+    [Role::WordEmbeddings, Role::PositionEmbeddings, Role::VocabText, Role::VocabOffsets, Role::VocabSorted];
 /// Self-attention tensors of a layer, in table order.
 pub const SELF_ROLES: [Role; 10] = [
     Role::SelfQueryWeight,
@@ -421,6 +533,15 @@ pub const FFN_ROLES: [Role; 6] = [
     Role::FfnNormWeight,
     Role::FfnNormBias,
 ];
+/// InstructBLIP's text-side feed-forward of a layer (after [`FFN_ROLES`]), in table order.
+pub const TEXT_FFN_ROLES: [Role; 6] = [
+    Role::TextUpWeight,
+    Role::TextUpBias,
+    Role::TextDownWeight,
+    Role::TextDownBias,
+    Role::TextNormWeight,
+    Role::TextNormBias,
+];
 const PROJ_ROLES: [Role; 2] = [Role::ProjWeight, Role::ProjBias];
 
 impl Role {
@@ -428,15 +549,30 @@ impl Role {
     pub const fn in_layer(self) -> bool {
         !matches!(
             self,
-            Role::QueryTokens | Role::InputNormWeight | Role::InputNormBias | Role::ProjWeight | Role::ProjBias
+            Role::QueryTokens
+                | Role::InputNormWeight
+                | Role::InputNormBias
+                | Role::WordEmbeddings
+                | Role::PositionEmbeddings
+                | Role::VocabText
+                | Role::VocabOffsets
+                | Role::VocabSorted
+                | Role::ProjWeight
+                | Role::ProjBias
         )
     }
 
-    /// Whether this is the weight matrix of a linear layer (the tensors that may be f16 or i8).
+    /// Whether the tensor is stored in the precision's matrix dtype ([`DType::of_matrices`]):
+    /// the weight matrix of a linear layer, or an embedding table (rows looked up and
+    /// dequantized). Every other tensor is f32, but for the vocabulary's tables.
     pub const fn is_matrix(self) -> bool {
         matches!(
             self,
-            Role::SelfQueryWeight
+            Role::WordEmbeddings
+                | Role::PositionEmbeddings
+                | Role::TextUpWeight
+                | Role::TextDownWeight
+                | Role::SelfQueryWeight
                 | Role::SelfKeyWeight
                 | Role::SelfValueWeight
                 | Role::SelfOutWeight
@@ -448,6 +584,16 @@ impl Role {
                 | Role::FfnDownWeight
                 | Role::ProjWeight
         )
+    }
+
+    /// The storage of this tensor in a blob of `precision`.
+    pub const fn dtype(self, precision: Precision) -> DType {
+        match self {
+            Role::VocabText => DType::U8,
+            Role::VocabOffsets | Role::VocabSorted => DType::U32,
+            _ if self.is_matrix() => DType::of_matrices(precision),
+            _ => DType::F32,
+        }
     }
 
     /// `[rows, cols]` of this tensor under `c`.
@@ -462,9 +608,14 @@ impl Role {
             | Role::SelfOutWeight
             | Role::CrossQueryWeight
             | Role::CrossOutWeight => [d, d],
-            Role::FfnUpWeight => [i, d],
-            Role::FfnUpBias => [1, i],
-            Role::FfnDownWeight => [d, i],
+            Role::FfnUpWeight | Role::TextUpWeight => [i, d],
+            Role::FfnUpBias | Role::TextUpBias => [1, i],
+            Role::FfnDownWeight | Role::TextDownWeight => [d, i],
+            Role::WordEmbeddings => [c.vocab_size, d],
+            Role::PositionEmbeddings => [c.max_text_tokens, d],
+            Role::VocabText => [1, c.vocab_bytes],
+            Role::VocabOffsets => [1, c.vocab_size + 1],
+            Role::VocabSorted => [1, c.vocab_size],
             Role::ProjWeight => [c.projection_dim, d],
             Role::ProjBias => [1, c.projection_dim],
             _ => [1, d],
@@ -480,6 +631,17 @@ impl Role {
             Role::InputNormBias => return f.write_str("qformer.layernorm.bias"),
             Role::ProjWeight => return f.write_str("language_projection.weight"),
             Role::ProjBias => return f.write_str("language_projection.bias"),
+            Role::WordEmbeddings => return f.write_str("qformer.embeddings.word_embeddings.weight"),
+            Role::PositionEmbeddings => return f.write_str("qformer.embeddings.position_embeddings.weight"),
+            Role::VocabText => return f.write_str("qformer_tokenizer vocabulary (token bytes)"),
+            Role::VocabOffsets => return f.write_str("qformer_tokenizer vocabulary (token offsets)"),
+            Role::VocabSorted => return f.write_str("qformer_tokenizer vocabulary (sorted order)"),
+            Role::TextUpWeight => ("intermediate", "dense.weight"),
+            Role::TextUpBias => ("intermediate", "dense.bias"),
+            Role::TextDownWeight => ("output", "dense.weight"),
+            Role::TextDownBias => ("output", "dense.bias"),
+            Role::TextNormWeight => ("output", "LayerNorm.weight"),
+            Role::TextNormBias => ("output", "LayerNorm.bias"),
             Role::SelfQueryWeight => ("attention", "attention.query.weight"),
             Role::SelfQueryBias => ("attention", "attention.query.bias"),
             Role::SelfKeyWeight => ("attention", "attention.key.weight"),
@@ -516,40 +678,52 @@ pub const fn tensor_count(c: &Config) -> u32 {
     layer_base(c, c.num_layers) + if c.projection_dim > 0 { 2 } else { 0 }
 }
 
+/// Tensors outside the layers before layer 0: the query tokens and input LayerNorm, then
+/// (with text parts) the embeddings and the vocabulary.
+const fn globals(c: &Config) -> u32 {
+    (GLOBAL_ROLES.len() + if c.has_text() { TEXT_ROLES.len() } else { 0 }) as u32
+}
+
+/// Tensors of every layer but its cross-attention: self-attention, feed-forward and (with
+/// text parts) the text feed-forward.
+const fn per_layer(c: &Config) -> u32 {
+    (SELF_ROLES.len() + FFN_ROLES.len() + if c.has_text() { TEXT_FFN_ROLES.len() } else { 0 }) as u32
+}
+
 /// Table index of the first tensor of layer `l` (or of the projection, for `l == num_layers`).
 const fn layer_base(c: &Config, l: u32) -> u32 {
-    GLOBAL_ROLES.len() as u32
-        + l * (SELF_ROLES.len() + FFN_ROLES.len()) as u32
-        + c.cross_layers_before(l) * CROSS_ROLES.len() as u32
+    globals(c) + l * per_layer(c) + c.cross_layers_before(l) * CROSS_ROLES.len() as u32
+}
+
+/// The tensors of layer `l` in table order: self-attention, cross-attention (when the layer
+/// has it), feed-forward, text feed-forward (with text parts).
+fn layer_roles(c: &Config, l: u32) -> impl Iterator<Item = Role> {
+    let cross: &[Role] = if c.has_cross(l) { &CROSS_ROLES } else { &[] };
+    let text: &[Role] = if c.has_text() { &TEXT_FFN_ROLES } else { &[] };
+    SELF_ROLES.iter().chain(cross).chain(FFN_ROLES.iter()).chain(text).copied()
+}
+
+/// The tensors outside the layers before layer 0, in table order.
+fn global_roles(c: &Config) -> impl Iterator<Item = Role> {
+    let text: &[Role] = if c.has_text() { &TEXT_ROLES } else { &[] };
+    GLOBAL_ROLES.iter().chain(text).copied()
 }
 
 /// The tensor at table index `index` in the canonical order: query tokens, input LayerNorm,
-/// then per layer self-attention, cross-attention (layers with `l % f == 0`) and
+/// (text parts: word and position embeddings, vocabulary), then per layer self-attention,
+/// cross-attention (layers with `l % f == 0`), feed-forward and (text parts) text
 /// feed-forward, then the projection. `None` past the end.
 pub fn slot(c: &Config, index: u32) -> Option<(Role, u16)> {
-    if index < GLOBAL_ROLES.len() as u32 {
-        return Some((GLOBAL_ROLES[index as usize], 0));
-    }
     if index >= tensor_count(c) {
         return None;
     }
+    if index < globals(c) {
+        return global_roles(c).nth(index as usize).map(|r| (r, 0));
+    }
     // Layers are few (<= 65534); a linear scan keeps this obviously right.
     for l in 0..c.num_layers {
-        let base = layer_base(c, l);
-        let next = layer_base(c, l + 1);
-        if index >= base && index < next {
-            let mut k = (index - base) as usize;
-            if k < SELF_ROLES.len() {
-                return Some((SELF_ROLES[k], l as u16));
-            }
-            k -= SELF_ROLES.len();
-            if c.has_cross(l) {
-                if k < CROSS_ROLES.len() {
-                    return Some((CROSS_ROLES[k], l as u16));
-                }
-                k -= CROSS_ROLES.len();
-            }
-            return Some((FFN_ROLES[k], l as u16));
+        if index < layer_base(c, l + 1) {
+            return layer_roles(c, l).nth((index - layer_base(c, l)) as usize).map(|r| (r, l as u16));
         }
     }
     let k = (index - layer_base(c, c.num_layers)) as usize;
@@ -557,28 +731,20 @@ pub fn slot(c: &Config, index: u32) -> Option<(Role, u16)> {
 }
 
 /// Table index of `role` in `layer`, or `None` if the config has no such tensor (e.g. a
-/// cross-attention tensor of a layer without cross-attention).
+/// cross-attention tensor of a layer without cross-attention, or a text tensor of a blob
+/// without text parts).
 pub fn index_of(c: &Config, role: Role, layer: u16) -> Option<u32> {
-    let pos = |list: &[Role]| list.iter().position(|&r| r == role).map(|p| p as u32);
-    if let Some(p) = pos(&GLOBAL_ROLES) {
-        return Some(p);
+    if let Some(p) = global_roles(c).position(|r| r == role) {
+        return Some(p as u32);
     }
-    if let Some(p) = pos(&PROJ_ROLES) {
-        return (c.projection_dim > 0).then(|| layer_base(c, c.num_layers) + p);
+    if let Some(p) = PROJ_ROLES.iter().position(|&r| r == role) {
+        return (c.projection_dim > 0).then(|| layer_base(c, c.num_layers) + p as u32);
     }
     let l = layer as u32;
-    if l >= c.num_layers {
+    if l >= c.num_layers || !role.in_layer() {
         return None;
     }
-    let base = layer_base(c, l);
-    let cross = if c.has_cross(l) { CROSS_ROLES.len() as u32 } else { 0 };
-    if let Some(p) = pos(&SELF_ROLES) {
-        return Some(base + p);
-    }
-    if let Some(p) = pos(&CROSS_ROLES) {
-        return c.has_cross(l).then(|| base + SELF_ROLES.len() as u32 + p);
-    }
-    pos(&FFN_ROLES).map(|p| base + SELF_ROLES.len() as u32 + cross + p)
+    layer_roles(c, l).position(|r| r == role).map(|p| layer_base(c, l) + p as u32)
 }
 
 /// Data bytes of a tensor of `shape` stored as `dtype` (`group` for i8); `None` on overflow.
@@ -589,6 +755,8 @@ pub fn data_bytes(shape: [u32; 2], dtype: DType, group: u32) -> Option<usize> {
         DType::F32 => rows.checked_mul(cols)?.checked_mul(4),
         DType::F16 => rows.checked_mul(cols)?.checked_mul(2),
         DType::I8 => rows.checked_mul(round_up(cols, group as usize)),
+        DType::U8 => rows.checked_mul(cols),
+        DType::U32 => rows.checked_mul(cols)?.checked_mul(4),
     }
 }
 
@@ -660,7 +828,23 @@ pub fn validate(blob: &[u8]) -> Result<Header, Error> {
         }
         end_of_previous = t.end;
     }
+    if config.has_text() {
+        vocab(blob, &config).map_err(Error::Vocab)?;
+    }
     Ok(header)
+}
+
+/// The vocabulary of a blob whose entries [`validate`] has checked up to the contents of
+/// the vocabulary tables (which this checks, through [`Vocab::new`]).
+pub(crate) fn vocab<'a>(blob: &'a [u8], c: &Config) -> Result<Vocab<'a>, VocabError> {
+    let table = |role: Role| -> &'a [u8] {
+        index_of(c, role, 0)
+            .and_then(|i| TensorEntry::at_index(blob, i))
+            .and_then(|e| blob.get(e.offset as usize..e.offset as usize + e.bytes as usize))
+            .unwrap_or(&[])
+    };
+    let words = |role| bytemuck::try_cast_slice::<u8, u32>(table(role)).unwrap_or(&[]);
+    Vocab::new(table(Role::VocabText), words(Role::VocabOffsets), words(Role::VocabSorted))
 }
 
 /// What [`check_entry`] learned about a valid entry.
@@ -687,13 +871,15 @@ fn check_entry(
     if [e.rows, e.cols] != expected {
         return Err(TensorProblem::Shape { expected, found: [e.rows, e.cols] });
     }
-    let allowed = if role.is_matrix() { DType::of_matrices(header.precision()) } else { DType::F32 };
     let dtype = match DType::from_u8(e.dtype) {
-        Some(d) if d == allowed => d,
+        Some(d) if d == role.dtype(header.precision()) => d,
         _ => return Err(TensorProblem::DType(e.dtype)),
     };
-    if e.reserved != [0; 3] {
+    if e.reserved != [0; 2] {
         return Err(TensorProblem::Reserved);
+    }
+    if e.transform != Transform::None as u8 {
+        return Err(TensorProblem::Transform(e.transform));
     }
     if dtype == DType::I8 {
         if !valid_group(e.group) || e.group != header.group_size {
@@ -747,6 +933,9 @@ fn check_contents(blob: &[u8], e: &TensorEntry, dtype: DType) -> Result<(), Tens
             let bad = |v: u32| v & 0x7f80_0000 == 0x7f80_0000 || (v >> 31 == 1 && v != 0x8000_0000);
             first_bad(scales, bad).map_or(Ok(()), |i| Err(TensorProblem::Scale(i)))
         }
+        // The vocabulary's tables are checked together, by `Vocab::new`, once all three
+        // entries are known to lie in the blob.
+        DType::U8 | DType::U32 => Ok(()),
     }
 }
 

@@ -60,6 +60,14 @@ pub struct Config {
     pub activation: Activation,
     /// LayerNorm epsilon.
     pub layer_norm_eps: f32,
+    /// InstructBLIP: the most instruction tokens T_max (the `[CLS] ... [SEP]` ids) a forward
+    /// accepts, the rows of the stored position embeddings and what the arena is planned for.
+    /// 0: the blob has no text parts (BLIP-2, MiniGPT-4), and then so are the next two.
+    pub max_text_tokens: u32,
+    /// InstructBLIP: V, the vocabulary size (rows of the word embeddings); 0 without text.
+    pub vocab_size: u32,
+    /// InstructBLIP: bytes of the vocabulary's tokens, concatenated; 0 without text.
+    pub vocab_bytes: u32,
 }
 
 /// Largest value any single dimension may take; keeps every product in `u32`/`usize` range
@@ -82,7 +90,27 @@ impl Config {
         projection_dim: 2560,
         activation: Activation::Gelu,
         layer_norm_eps: 1e-12,
+        max_text_tokens: 0,
+        vocab_size: 0,
+        vocab_bytes: 0,
     };
+
+    /// InstructBLIP's Q-Former (`Salesforce/instructblip-vicuna-7b`): BLIP-2's, with the
+    /// BERT-base uncased vocabulary plus `[DEC]` (30,523 tokens), instructions up to 128
+    /// tokens (LAVIS's `max_txt_len`) and a projection to Vicuna-7B's 4096.
+    pub const INSTRUCTBLIP: Config =
+        Config { projection_dim: 4096, max_text_tokens: 128, vocab_size: 30523, vocab_bytes: 0, ..Config::BLIP2 };
+
+    /// Whether the blob carries InstructBLIP's text parts (embeddings, text feed-forward,
+    /// vocabulary).
+    pub const fn has_text(&self) -> bool {
+        self.max_text_tokens > 0
+    }
+
+    /// Rows the self-attention and the hidden state are planned for: N + T_max.
+    pub const fn max_tokens(&self) -> usize {
+        self.num_queries as usize + self.max_text_tokens as usize
+    }
 
     /// Size of one attention head.
     pub const fn head_dim(&self) -> usize {
@@ -129,6 +157,21 @@ impl Config {
         if !self.hidden.is_multiple_of(self.num_heads) {
             return Err(Error::InvalidConfig { field: "num_heads", value: self.num_heads });
         }
+        let text = [self.max_text_tokens, self.vocab_size, self.vocab_bytes];
+        let (fields, mut k) = (["max_text_tokens", "vocab_size", "vocab_bytes"], 0);
+        while k < text.len() {
+            // All three zero (no text parts), or all non-zero and in range.
+            let zero = text[k] == 0;
+            if (zero != (self.max_text_tokens == 0)) || text[k] > MAX_DIM * 16 || (k < 2 && text[k] > MAX_DIM) {
+                return Err(Error::InvalidConfig { field: fields[k], value: text[k] });
+            }
+            k += 1;
+        }
+        // Three tokens at least: [CLS], [SEP], [UNK] (and [PAD], which may be one of them
+        // in a crafted vocabulary but is its own in BERT's), each at least one byte.
+        if self.has_text() && (self.vocab_size < 3 || self.vocab_bytes < self.vocab_size) {
+            return Err(Error::InvalidConfig { field: "vocab_size", value: self.vocab_size });
+        }
         let eps = self.layer_norm_eps;
         // `!(eps > 0)` also rejects NaN.
         if !(eps > 0.0 && eps < 1.0) {
@@ -143,6 +186,10 @@ impl Config {
             (self.projection_dim as u64) * (self.hidden as u64),
             (self.num_queries as u64) * (self.max_image_tokens as u64),
             (self.num_queries as u64) * (self.intermediate as u64),
+            (self.vocab_size as u64 + 1) * (self.hidden as u64),
+            (self.max_tokens() as u64) * (self.hidden as u64),
+            (self.max_tokens() as u64) * (self.max_tokens() as u64 + self.max_image_tokens as u64),
+            self.vocab_bytes as u64,
         ];
         let mut j = 0;
         while j < big.len() {

@@ -17,6 +17,10 @@ pub enum Buffer {
     Output,
     /// The `projected` buffer.
     Projected,
+    /// The instruction's attention mask.
+    Mask,
+    /// The buffer of an encoded image.
+    ImageCache,
 }
 
 impl Buffer {
@@ -27,6 +31,8 @@ impl Buffer {
             Buffer::Image => "image features",
             Buffer::Output => "output buffer",
             Buffer::Projected => "projection output buffer",
+            Buffer::Mask => "attention mask",
+            Buffer::ImageCache => "encoded image buffer",
         }
     }
 }
@@ -74,6 +80,9 @@ pub enum TensorProblem {
     Int8Range(u32),
     /// An int8 scale is negative, NaN or infinite (index of the first).
     Scale(u32),
+    /// The weights fold in an input transform (a rotation of the int8 scheme) this reader
+    /// does not implement.
+    Transform(u8),
 }
 
 /// Everything that can go wrong in the core.
@@ -197,6 +206,38 @@ pub enum Error {
         /// the input LayerNorm, `num_layers + 1` the language projection).
         layer: usize,
     },
+    /// An instruction was given to a blob without text parts (BLIP-2, MiniGPT-4).
+    NoText,
+    /// The instruction has more tokens than the blob's `max_text_tokens`.
+    TextTokens {
+        /// T_max of the blob.
+        max: usize,
+        /// Tokens given.
+        found: usize,
+    },
+    /// A token id is not below the vocabulary size.
+    TokenId {
+        /// Position in the instruction.
+        index: usize,
+        /// The id.
+        id: u32,
+        /// Vocabulary size.
+        vocab: u32,
+    },
+    /// The attention mask has a value other than 0 and 1 (a length other than the ids' is
+    /// [`Error::BufferSize`]).
+    Mask {
+        /// Position of the bad value.
+        index: usize,
+        /// The value.
+        value: u32,
+    },
+    /// The vocabulary's tables are inconsistent (the blob's `vocab.*` tensors).
+    Vocab(crate::tokenizer::VocabError),
+    /// An encoded image was made by another model than the one it is given to.
+    ForeignImage,
+    /// The instruction cannot be tokenized into the buffer given.
+    Tokenize(crate::tokenizer::TokenizeError),
 }
 
 impl fmt::Display for Error {
@@ -278,6 +319,10 @@ impl fmt::Display for Error {
                     TensorProblem::NonFinite(i) => write!(f, "value {i} is NaN or infinite"),
                     TensorProblem::Int8Range(i) => write!(f, "int8 value {i} is -128 (the format's int8 is -127..=127)"),
                     TensorProblem::Scale(i) => write!(f, "int8 scale {i} is negative, NaN or infinite"),
+                    TensorProblem::Transform(code) => write!(
+                        f,
+                        "its weights fold in input transform code {code}, which this reader does not implement (a newer qformer wrote it)"
+                    ),
                 }
             }
             Error::ArenaTooSmall { needed, available } => write!(
@@ -306,6 +351,24 @@ impl fmt::Display for Error {
                 f,
                 "the hidden state became NaN or infinite at step {layer} of the forward (input LayerNorm = 0, layers 1.., projection last): the inputs are too large for f32 arithmetic"
             ),
+            Error::NoText => f.write_str(
+                "this blob has no text parts (a BLIP-2 / MiniGPT-4 Q-Former): it takes no instruction; quantize an InstructBLIP checkpoint to use one",
+            ),
+            Error::TextTokens { max, found } => write!(
+                f,
+                "the instruction has {found} tokens; this blob accepts at most {max} (its max_text_tokens, [CLS] and [SEP] included)"
+            ),
+            Error::TokenId { index, id, vocab } => write!(
+                f,
+                "token id {id} at position {index} is not in the vocabulary (size {vocab})"
+            ),
+            Error::Mask { index, value } => write!(
+                f,
+                "attention mask value {value} at position {index} is not 0 or 1"
+            ),
+            Error::Vocab(e) => write!(f, "the blob's vocabulary is inconsistent: {e}"),
+            Error::ForeignImage => f.write_str("the encoded image was made by another model"),
+            Error::Tokenize(e) => write!(f, "cannot tokenize the instruction: {e}"),
         }
     }
 }

@@ -87,7 +87,7 @@ pub mod tokenizer;
 pub use blob::{DType, Header, Role, TensorEntry};
 pub use config::{valid_group, Activation, Config, Precision};
 pub use error::Error;
-pub use model::{LayerObserver, Model};
+pub use model::{EncodedImage, Image, LayerObserver, Model, Text};
 pub use parallel::{Executor, Sequential};
 pub use plan::{arena_bytes, AlignedArena, ArenaPlan};
 

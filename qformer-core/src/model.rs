@@ -2,6 +2,7 @@
 
 use half::f16;
 
+use crate::align::round_up;
 use crate::blob::{self, DType, Header, Role, TensorEntry, ALIGN};
 use crate::config::{Config, Precision};
 use crate::error::{Buffer, Error, TensorProblem};
@@ -11,7 +12,8 @@ use crate::kernels::norm;
 use crate::kernels::quant::{self, Strided};
 use crate::kernels::{Kernels, QRows};
 use crate::parallel::{rows_per_chunk, Executor, Sequential};
-use crate::plan::{ArenaPlan, QBuf};
+use crate::plan::{ArenaPlan, CachePlan, QBuf};
+use crate::tokenizer::{self, Tokenized, Vocab};
 
 /// Receives the hidden state after the input LayerNorm (`index` 0) and after each layer
 /// (`index` = layer + 1), as `[N, d]` — the same indexing as Hugging Face's
@@ -33,6 +35,35 @@ enum Weights<'a> {
     F32(&'a [f32]),
     F16(&'a [f16]),
     I8(QRows<'a>),
+}
+
+/// An embedding table `[rows, cols]` in its storage.
+struct Table<'a> {
+    w: Weights<'a>,
+    cols: usize,
+}
+
+impl Table<'_> {
+    /// `out = row r`, dequantized.
+    fn row(&self, r: usize, out: &mut [f32]) {
+        out.fill(0.0);
+        self.add_row(r, out);
+    }
+
+    /// `out += row r`, dequantized (an int8 value `q` in group `g` is `q * scales[g]`).
+    fn add_row(&self, r: usize, out: &mut [f32]) {
+        let k = self.cols;
+        match self.w {
+            Weights::F32(w) => out.iter_mut().zip(&w[r * k..(r + 1) * k]).for_each(|(o, v)| *o += v),
+            Weights::F16(w) => out.iter_mut().zip(&w[r * k..(r + 1) * k]).for_each(|(o, v)| *o += v.to_f32()),
+            Weights::I8(q) => {
+                let row = q.rows(r..r + 1);
+                for (c, o) in out.iter_mut().enumerate() {
+                    *o += row.values[c] as f32 * row.scales[c / row.group];
+                }
+            }
+        }
+    }
 }
 
 /// One linear layer `y = x Wᵀ + b`, `W` of shape `[n, k]`.
@@ -116,11 +147,80 @@ struct AttentionWeights<'a> {
     bias: &'a [f32],
 }
 
-/// The image features as the forward's precision reads them: as given (f32, fp16), or
-/// quantized once with their outlier channels apart (int8).
+/// The image features as the forward's precision reads them: as given (f32, fp16; with
+/// their token count), or quantized once with their outlier channels apart (int8).
 enum Features<'s> {
-    F32(&'s [f32]),
+    F32(&'s [f32], usize),
     Int8(QImage<'s>),
+}
+
+/// An InstructBLIP instruction: token ids as the blob's tokenizer (or transformers'
+/// `InstructBlipProcessor`, as `qformer_input_ids`) gives them, `[CLS] ... [SEP]`, and an
+/// optional attention mask (`qformer_attention_mask`: 1 attended, 0 padding) of the same
+/// length. Position `p` of the ids gets position embedding `p`, masked or not.
+#[derive(Clone, Copy, Debug)]
+pub struct Text<'t> {
+    /// Token ids, each below the vocabulary size; at most `max_text_tokens`.
+    pub ids: &'t [u32],
+    /// 1 for the ids to attend, 0 for padding; `None`: all attended.
+    pub mask: Option<&'t [u8]>,
+}
+
+/// The image a forward reads: its features, or their cross-attention projections made once
+/// by [`Model::encode_image`].
+#[derive(Clone, Copy, Debug)]
+pub enum Image<'s> {
+    /// `[M, d_v]` features, row-major.
+    Features(&'s [f32]),
+    /// An encoded image of this model.
+    Encoded(&'s EncodedImage<'s>),
+}
+
+/// An image's cross-attention keys and values, projected once by [`Model::encode_image`]
+/// into a caller's buffer.
+#[derive(Clone, Copy, Debug)]
+pub struct EncodedImage<'c> {
+    bytes: &'c [u8],
+    tokens: usize,
+    /// The blob's checksum: which model made it.
+    checksum: u32,
+}
+
+impl EncodedImage<'_> {
+    /// Image tokens M.
+    pub fn tokens(&self) -> usize {
+        self.tokens
+    }
+}
+
+/// Where an attention block's keys and values come from.
+#[derive(Clone, Copy)]
+enum KvSource<'s> {
+    /// The block's own input (self-attention).
+    Own,
+    /// int8: the block's input quantized, with its row count.
+    Quantized(QRows<'s>, usize),
+    /// int8: the quantized image features.
+    Image(&'s QImage<'s>),
+    /// f32 paths: the image features and their token count.
+    Float(&'s [f32], usize),
+    /// An encoded image, with the index of the layer among those with cross-attention.
+    Encoded(&'s EncodedImage<'s>, usize),
+}
+
+impl<'s> KvSource<'s> {
+    fn from_features(f: &'s Features<'s>) -> Self {
+        match f {
+            Features::Int8(q) => KvSource::Image(q),
+            Features::F32(f, t) => KvSource::Float(f, *t),
+        }
+    }
+}
+
+/// The image as a forward holds it.
+enum KvImage<'s> {
+    Features(Features<'s>),
+    Encoded(&'s EncodedImage<'s>),
 }
 
 /// The two attention blocks of a layer.
@@ -138,6 +238,7 @@ pub struct Model<'a> {
     config: Config,
     precision: Precision,
     plan: ArenaPlan,
+    cache: CachePlan,
     kernels: Kernels,
 }
 
@@ -149,7 +250,8 @@ impl<'a> Model<'a> {
         let config = header.config()?;
         let precision = header.precision();
         let plan = ArenaPlan::new(&config, precision, header.group_size as usize)?;
-        Ok(Model { blob, header, config, precision, plan, kernels: Kernels::COMPILED })
+        let cache = CachePlan::new(&config, precision, header.group_size as usize)?;
+        Ok(Model { blob, header, config, precision, plan, cache, kernels: Kernels::COMPILED })
     }
 
     /// The same model running with `kernels` (e.g. variants detected at run time). Every
@@ -189,6 +291,20 @@ impl<'a> Model<'a> {
         self.plan.total
     }
 
+    /// The vocabulary of a blob with text parts (InstructBLIP).
+    pub fn vocab(&self) -> Option<Vocab<'a>> {
+        // Validated by `from_blob`.
+        self.config.has_text().then(|| blob::vocab(self.blob, &self.config).ok()).flatten()
+    }
+
+    /// Tokenizes an instruction with the blob's own vocabulary and tokenizer options, as
+    /// transformers' `BertTokenizer` does (`[CLS] ... [SEP]`, truncated to `out.len()` ids
+    /// on the side the tokenizer truncates). [`Error::NoText`] for a blob without text parts.
+    pub fn tokenize(&self, text: &str, out: &mut [u32]) -> Result<Tokenized, Error> {
+        let vocab = self.vocab().ok_or(Error::NoText)?;
+        tokenizer::tokenize(&vocab, &self.header.tokenizer_options(), text, out).map_err(Error::Tokenize)
+    }
+
     /// The table entry of `role` in `layer`.
     pub fn entry(&self, role: Role, layer: u16) -> Option<TensorEntry> {
         TensorEntry::at_index(self.blob, blob::index_of(&self.config, role, layer)?)
@@ -206,8 +322,10 @@ impl<'a> Model<'a> {
             .map_err(|_| Error::Misaligned { buffer: Buffer::Blob, align: ALIGN })
     }
 
-    fn linear(&self, weight: Role, bias: Role, layer: u32) -> Result<Linear<'a>, Error> {
-        let e = self.entry(weight, layer as u16).ok_or(Error::InvalidConfig { field: "layer", value: layer })?;
+    /// The stored matrix of `role` in `layer` (a linear layer's weights or an embedding
+    /// table) with its `[rows, cols]`.
+    fn linear_weights(&self, role: Role, layer: u32) -> Result<(Weights<'a>, usize, usize), Error> {
+        let e = self.entry(role, layer as u16).ok_or(Error::InvalidConfig { field: "layer", value: layer })?;
         let raw = self.bytes(e.offset, e.bytes as usize);
         let misaligned = |_| Error::Misaligned { buffer: Buffer::Blob, align: ALIGN };
         let w = match DType::from_u8(e.dtype) {
@@ -223,11 +341,14 @@ impl<'a> Model<'a> {
                     group: e.group as usize,
                 })
             }
-            None => {
-                return Err(Error::Tensor { role: weight, layer: layer as u16, problem: TensorProblem::DType(e.dtype) })
-            }
+            _ => return Err(Error::Tensor { role, layer: layer as u16, problem: TensorProblem::DType(e.dtype) }),
         };
-        Ok(Linear { w, b: self.f32s(bias, layer)?, n: e.rows as usize, k: e.cols as usize })
+        Ok((w, e.rows as usize, e.cols as usize))
+    }
+
+    fn linear(&self, weight: Role, bias: Role, layer: u32) -> Result<Linear<'a>, Error> {
+        let (w, n, k) = self.linear_weights(weight, layer)?;
+        Ok(Linear { w, b: self.f32s(bias, layer)?, n, k })
     }
 
     /// The four projections and the LayerNorm of layer `l`'s `block`.
@@ -244,12 +365,13 @@ impl<'a> Model<'a> {
     }
 
     /// Runs the Q-Former on one image's features `image` (`[M, d_v]`, row-major, `M` from
-    /// its length) and writes the query outputs `[N, d]` to `out` and, if given, the
-    /// language projection `[N, d_llm]` to `projected`. `arena` must be 16-byte aligned and
-    /// at least [`Model::arena_bytes`] long. Non-finite features are rejected with
-    /// [`Error::NonFiniteInput`] before any work; a hidden state that overflows to NaN or
-    /// infinity (features too large for f32) stops the forward with
-    /// [`Error::NonFiniteActivation`].
+    /// its length) without an instruction and writes the query outputs `[N, d]` to `out` and,
+    /// if given, the language projection `[N, d_llm]` to `projected`. `arena` must be 16-byte
+    /// aligned and at least [`Model::arena_bytes`] long. Non-finite features are rejected
+    /// with [`Error::NonFiniteInput`] before any work; a hidden state that overflows to NaN
+    /// or infinity (features too large for f32) stops the forward with
+    /// [`Error::NonFiniteActivation`]. On an InstructBLIP blob this is what transformers'
+    /// `InstructBlipQFormerModel` computes without `input_ids`: the queries alone.
     pub fn forward(
         &self,
         image: &[f32],
@@ -257,10 +379,40 @@ impl<'a> Model<'a> {
         out: &mut [f32],
         projected: Option<&mut [f32]>,
     ) -> Result<(), Error> {
-        self.forward_observed(image, arena, out, projected, &mut |_: usize, _: &[f32]| {})
+        self.forward_with(
+            Image::Features(image),
+            None,
+            arena,
+            out,
+            projected,
+            &Sequential,
+            &mut |_: usize, _: &[f32]| {},
+        )
     }
 
-    /// [`Model::forward`], calling `observer` with the hidden state after each layer.
+    /// [`Model::forward`] with an instruction (InstructBLIP): `text`'s tokens join the
+    /// queries in every self-attention, and the query outputs depend on them.
+    pub fn forward_text(
+        &self,
+        image: &[f32],
+        text: Text<'_>,
+        arena: &mut [u8],
+        out: &mut [f32],
+        projected: Option<&mut [f32]>,
+    ) -> Result<(), Error> {
+        let exec = &Sequential;
+        self.forward_with(
+            Image::Features(image),
+            Some(text),
+            arena,
+            out,
+            projected,
+            exec,
+            &mut |_: usize, _: &[f32]| {},
+        )
+    }
+
+    /// [`Model::forward`], calling `observer` with the queries' hidden state after each layer.
     pub fn forward_observed(
         &self,
         image: &[f32],
@@ -269,19 +421,77 @@ impl<'a> Model<'a> {
         projected: Option<&mut [f32]>,
         observer: &mut dyn LayerObserver,
     ) -> Result<(), Error> {
-        self.forward_with(image, arena, out, projected, &Sequential, observer)
+        self.forward_with(Image::Features(image), None, arena, out, projected, &Sequential, observer)
     }
 
-    /// Checks the forward's buffers; returns the image's token count.
-    fn check_buffers(
+    /// Bytes of the buffer [`Model::encode_image`] writes: every cross-attention layer's keys
+    /// and values for `max_image_tokens` tokens (int8: quantized per head).
+    pub fn encoded_image_bytes(&self) -> usize {
+        self.cache.total
+    }
+
+    /// Projects the cross-attention keys and values of `image` (`[M, d_v]`) once, into
+    /// `cache` (16-byte aligned, at least [`Model::encoded_image_bytes`] long), so that
+    /// several instructions can be answered against one image with [`Model::forward_with`]
+    /// and [`Image::Encoded`], each paying only for the rest of the forward. The outputs are
+    /// bit-identical to those of a forward on the features. `arena` is scratch, as for a
+    /// forward.
+    pub fn encode_image<'c>(
         &self,
         image: &[f32],
-        arena: &[u8],
-        out: &[f32],
-        projected: Option<&[f32]>,
-    ) -> Result<usize, Error> {
+        cache: &'c mut [u8],
+        arena: &mut [u8],
+        exec: &dyn Executor,
+    ) -> Result<EncodedImage<'c>, Error> {
         let c = &self.config;
-        let (n, d, dv) = (c.num_queries as usize, c.hidden as usize, c.encoder_hidden as usize);
+        let tokens = self.check_image(image)?;
+        self.check_arena(arena)?;
+        if cache.len() < self.cache.total {
+            return Err(Error::BufferSize {
+                buffer: Buffer::ImageCache,
+                expected: self.cache.total,
+                found: cache.len(),
+            });
+        }
+        if !(cache.as_ptr() as usize).is_multiple_of(ALIGN) {
+            return Err(Error::Misaligned { buffer: Buffer::ImageCache, align: ALIGN });
+        }
+        let whole = self.plan.carve(arena)?;
+        let scratch = ImageScratch {
+            values: whole.image.values,
+            scales: whole.image.scales,
+            outliers: whole.image_outliers,
+            row: whole.image_row,
+        };
+        let features = self.features(image, scratch);
+        let d = c.hidden as usize;
+        let mut index = 0;
+        for l in (0..c.num_layers).filter(|&l| c.has_cross(l)) {
+            let w = self.attention_weights(Block::CrossAttention, l)?;
+            match &features {
+                Features::Int8(q) => {
+                    let b = self.plan.attention.int8(whole.region)?;
+                    for h in 0..c.num_heads as usize {
+                        let (mut kq, mut vtq) = self.cache.int8_mut(cache, index)?;
+                        self.project_head(exec, &w, h, KvSource::Image(q), b.k, &mut kq, &mut vtq);
+                        index += 1;
+                    }
+                }
+                Features::F32(f, _) => {
+                    let (k, v) = self.cache.float_mut(cache, index)?;
+                    w.k.apply(&self.kernels, exec, Input::F32(f), tokens, k, d);
+                    w.v.apply(&self.kernels, exec, Input::F32(f), tokens, v, d);
+                    index += 1;
+                }
+            }
+        }
+        Ok(EncodedImage { bytes: cache, tokens, checksum: self.header.checksum })
+    }
+
+    /// Checks the image features; returns their token count.
+    fn check_image(&self, image: &[f32]) -> Result<usize, Error> {
+        let c = &self.config;
+        let dv = c.encoder_hidden as usize;
         if !image.len().is_multiple_of(dv) {
             return Err(Error::ImageShape { width: dv, len: image.len() });
         }
@@ -289,6 +499,26 @@ impl<'a> Model<'a> {
         if m == 0 || m > max_m {
             return Err(Error::ImageTokens { max: max_m, found: m });
         }
+        if let Some(index) = image.iter().position(|v| !v.is_finite()) {
+            return Err(Error::NonFiniteInput { index });
+        }
+        Ok(m)
+    }
+
+    fn check_arena(&self, arena: &[u8]) -> Result<(), Error> {
+        if arena.len() < self.plan.total {
+            return Err(Error::ArenaTooSmall { needed: self.plan.total, available: arena.len() });
+        }
+        if !(arena.as_ptr() as usize).is_multiple_of(ALIGN) {
+            return Err(Error::Misaligned { buffer: Buffer::Arena, align: ALIGN });
+        }
+        Ok(())
+    }
+
+    /// Checks the output buffers.
+    fn check_outputs(&self, out: &[f32], projected: Option<&[f32]>) -> Result<(), Error> {
+        let c = &self.config;
+        let (n, d) = (c.num_queries as usize, c.hidden as usize);
         if out.len() != n * d {
             return Err(Error::BufferSize { buffer: Buffer::Output, expected: n * d, found: out.len() });
         }
@@ -301,23 +531,48 @@ impl<'a> Model<'a> {
                 return Err(Error::BufferSize { buffer: Buffer::Projected, expected: want, found: p.len() });
             }
         }
-        if arena.len() < self.plan.total {
-            return Err(Error::ArenaTooSmall { needed: self.plan.total, available: arena.len() });
-        }
-        if !(arena.as_ptr() as usize).is_multiple_of(ALIGN) {
-            return Err(Error::Misaligned { buffer: Buffer::Arena, align: ALIGN });
-        }
-        if let Some(index) = image.iter().position(|v| !v.is_finite()) {
-            return Err(Error::NonFiniteInput { index });
-        }
-        Ok(m)
+        Ok(())
     }
 
-    /// [`Model::forward_observed`] with the matrix products spread over `exec`'s threads.
-    /// The output is identical for every executor.
+    /// Checks an instruction; returns how many of its tokens are attended (mask 1).
+    fn check_text(&self, text: &Text<'_>) -> Result<usize, Error> {
+        let c = &self.config;
+        if !c.has_text() {
+            return Err(Error::NoText);
+        }
+        let max = c.max_text_tokens as usize;
+        if text.ids.len() > max {
+            return Err(Error::TextTokens { max, found: text.ids.len() });
+        }
+        if let Some((index, &id)) = text.ids.iter().enumerate().find(|(_, &id)| id >= c.vocab_size) {
+            return Err(Error::TokenId { index, id, vocab: c.vocab_size });
+        }
+        match text.mask {
+            None => Ok(text.ids.len()),
+            Some(mask) => {
+                if mask.len() != text.ids.len() {
+                    return Err(Error::BufferSize {
+                        buffer: Buffer::Mask,
+                        expected: text.ids.len(),
+                        found: mask.len(),
+                    });
+                }
+                if let Some((index, &v)) = mask.iter().enumerate().find(|(_, &v)| v > 1) {
+                    return Err(Error::Mask { index, value: v as u32 });
+                }
+                Ok(mask.iter().filter(|&&v| v == 1).count())
+            }
+        }
+    }
+
+    /// [`Model::forward_observed`] with an image given as features or encoded, an optional
+    /// instruction, and the matrix products spread over `exec`'s threads. The output is
+    /// identical for every executor, and for an image given either way.
+    #[allow(clippy::too_many_arguments)]
     pub fn forward_with(
         &self,
-        image: &[f32],
+        image: Image<'_>,
+        text: Option<Text<'_>>,
         arena: &mut [u8],
         out: &mut [f32],
         projected: Option<&mut [f32]>,
@@ -325,54 +580,111 @@ impl<'a> Model<'a> {
         observer: &mut dyn LayerObserver,
     ) -> Result<(), Error> {
         let c = &self.config;
-        self.check_buffers(image, arena, out, projected.as_deref())?;
+        if let Image::Features(f) = image {
+            self.check_image(f)?;
+        }
+        if let Image::Encoded(e) = image {
+            if e.checksum != self.header.checksum || e.bytes.len() < self.cache.total {
+                return Err(Error::ForeignImage);
+            }
+        }
+        self.check_outputs(out, projected.as_deref())?;
+        let attended = match &text {
+            Some(t) => self.check_text(t)?,
+            None => 0,
+        };
+        self.check_arena(arena)?;
+        let (n, d) = (c.num_queries as usize, c.hidden as usize);
+        let s = n + attended;
         let whole = self.plan.carve(arena)?;
-        let (x, region) = (whole.x, whole.region);
-
-        x.copy_from_slice(self.f32s(Role::QueryTokens, 0)?);
-        let (gain, bias) = (self.f32s(Role::InputNormWeight, 0)?, self.f32s(Role::InputNormBias, 0)?);
-        norm::add_layernorm(x, None, gain, bias, c.layer_norm_eps);
+        let (x, region) = (&mut whole.x[..s * d], whole.region);
+        self.embed(text.as_ref(), x)?;
         finite(x, 0)?;
-        observer.layer(0, x);
+        observer.layer(0, &x[..n * d]);
 
-        let features = match self.precision {
-            Precision::Int8 => {
+        let features = match image {
+            Image::Features(f) => {
                 let scratch = ImageScratch {
                     values: whole.image.values,
                     scales: whole.image.scales,
                     outliers: whole.image_outliers,
                     row: whole.image_row,
                 };
-                let dv = c.encoder_hidden as usize;
-                Features::Int8(QImage::quantize(self.kernels.quant, image, dv, self.group(), scratch))
+                KvImage::Features(self.features(f, scratch))
             }
-            Precision::F32 | Precision::F16 => Features::F32(image),
+            Image::Encoded(e) => KvImage::Encoded(e),
         };
-
+        let mut cross_index = 0;
         for l in 0..c.num_layers {
-            self.attention(exec, Block::SelfAttention, l, x, &features, region)?;
+            self.attention(exec, Block::SelfAttention, l, x, KvSource::Own, region)?;
             if c.has_cross(l) {
-                self.attention(exec, Block::CrossAttention, l, x, &features, region)?;
+                let kv = match &features {
+                    KvImage::Features(f) => KvSource::from_features(f),
+                    KvImage::Encoded(e) => KvSource::Encoded(e, cross_index),
+                };
+                self.attention(exec, Block::CrossAttention, l, &mut x[..n * d], kv, region)?;
+                cross_index += 1;
             }
-            self.feed_forward(exec, l, x, region)?;
+            let (queries, instruction) = x.split_at_mut(n * d);
+            self.feed_forward(exec, &blob::FFN_ROLES, l, queries, region)?;
+            for rows in instruction.chunks_mut(n * d) {
+                self.feed_forward(exec, &blob::TEXT_FFN_ROLES, l, rows, region)?;
+            }
             finite(x, l as usize + 1)?;
-            observer.layer(l as usize + 1, x);
+            observer.layer(l as usize + 1, &x[..n * d]);
         }
         if let Some(p) = projected {
             let proj = self.linear(Role::ProjWeight, Role::ProjBias, 0)?;
-            let (n, d) = (c.num_queries as usize, c.hidden as usize);
+            let queries = &x[..n * d];
             match self.precision {
                 Precision::Int8 => {
                     let mut b = self.plan.ffn.int8(region)?;
-                    let input = self.quantize(rows_of(x, n, d), &mut b.q);
+                    let input = self.quantize(rows_of(queries, n, d), &mut b.q);
                     proj.apply(&self.kernels, exec, Input::Q(input), n, p, proj.n);
                 }
-                Precision::F32 | Precision::F16 => proj.apply(&self.kernels, exec, Input::F32(x), n, p, proj.n),
+                Precision::F32 | Precision::F16 => proj.apply(&self.kernels, exec, Input::F32(queries), n, p, proj.n),
             }
             finite(p, c.num_layers as usize + 1)?;
         }
-        out.copy_from_slice(x);
+        out.copy_from_slice(&x[..n * d]);
         Ok(())
+    }
+
+    /// The input of layer 0: `LN_in(concat(queries, word[id] + position[p]))` over the
+    /// queries and the instruction's attended tokens (`p` its position in the instruction).
+    /// A masked token is attended by no position, so leaving it out changes no output.
+    fn embed(&self, text: Option<&Text<'_>>, x: &mut [f32]) -> Result<(), Error> {
+        let c = &self.config;
+        let (n, d) = (c.num_queries as usize, c.hidden as usize);
+        let (queries, instruction) = x.split_at_mut(n * d);
+        queries.copy_from_slice(self.f32s(Role::QueryTokens, 0)?);
+        if let Some(t) = text {
+            let words = self.table(Role::WordEmbeddings)?;
+            let positions = self.table(Role::PositionEmbeddings)?;
+            let attended = (0..t.ids.len()).filter(|&p| t.mask.is_none_or(|m| m[p] == 1));
+            for (row, p) in instruction.chunks_exact_mut(d).zip(attended) {
+                words.row(t.ids[p] as usize, row);
+                positions.add_row(p, row);
+            }
+        }
+        let (gain, bias) = (self.f32s(Role::InputNormWeight, 0)?, self.f32s(Role::InputNormBias, 0)?);
+        norm::add_layernorm(x, None, gain, bias, c.layer_norm_eps);
+        Ok(())
+    }
+
+    /// An embedding table (word or position embeddings), in the precision's storage.
+    fn table(&self, role: Role) -> Result<Table<'a>, Error> {
+        let (w, _, cols) = self.linear_weights(role, 0)?;
+        Ok(Table { w, cols })
+    }
+
+    /// The image features in the form the forward's precision reads them.
+    fn features<'s>(&self, image: &'s [f32], scratch: ImageScratch<'s>) -> Features<'s> {
+        let dv = self.config.encoder_hidden as usize;
+        match self.precision {
+            Precision::Int8 => Features::Int8(QImage::quantize(self.kernels.quant, image, dv, self.group(), scratch)),
+            Precision::F32 | Precision::F16 => Features::F32(image, image.len() / dv),
+        }
     }
 
     /// The int8 group size of activations.
@@ -385,64 +697,98 @@ impl<'a> Model<'a> {
         quant::quantize_rows(self.kernels.quant, src, self.group(), buf.values, buf.scales)
     }
 
-    /// `x = LayerNorm(x + Attention(x, kv) W_o + b_o)`, where the keys and values come from
-    /// `x` (self-attention) or from the image `features` (cross-attention).
+    /// `x = LayerNorm(x + Attention(x, kv) W_o + b_o)` over the rows of `x`, where the keys
+    /// and values come from `x` (self-attention) or from the image (cross-attention).
     fn attention(
         &self,
         exec: &dyn Executor,
         block: Block,
         l: u32,
         x: &mut [f32],
-        features: &Features<'_>,
+        kv: KvSource<'_>,
         region: &mut [u8],
     ) -> Result<(), Error> {
         let w = self.attention_weights(block, l)?;
-        let cross = block == Block::CrossAttention;
-        let projected = match features {
-            Features::Int8(image) => self.attention_int8(exec, &w, x, cross.then_some(image), region)?,
-            Features::F32(image) => self.attention_float(exec, &w, x, cross.then_some(*image), region)?,
+        let projected = match self.precision {
+            Precision::Int8 => self.attention_int8(exec, &w, x, kv, region)?,
+            Precision::F32 | Precision::F16 => self.attention_float(exec, &w, x, kv, region)?,
         };
         norm::add_layernorm(x, Some(projected), w.gain, w.bias, self.config.layer_norm_eps);
         Ok(())
     }
 
+    /// Head `h`'s keys `[t, dh]`, quantized row-wise into `kq`, and values, quantized
+    /// transposed (`[dh, t]`, so that p·v is a row product) into `vtq`, both projected from
+    /// `src` through the f32 buffer `tmp`. Returns `(keys, values)`.
+    #[allow(clippy::too_many_arguments)]
+    fn project_head<'q>(
+        &self,
+        exec: &dyn Executor,
+        w: &AttentionWeights<'_>,
+        h: usize,
+        src: KvSource<'_>,
+        tmp: &mut [f32],
+        kq: &'q mut QBuf<'_>,
+        vtq: &'q mut QBuf<'_>,
+    ) -> (QRows<'q>, QRows<'q>) {
+        let dh = self.config.head_dim();
+        let (rows, t, image) = match src {
+            KvSource::Image(image) => (image.rows, image.tokens, Some(image)),
+            KvSource::Quantized(rows, t) => (rows, t, None),
+            // The callers project only from features or a quantized input.
+            _ => (QRows::EMPTY, 0, None),
+        };
+        let outputs = h * dh..(h + 1) * dh;
+        let project = |proj: &Linear<'_>, out: &mut [f32]| {
+            let proj = proj.outputs(outputs.clone());
+            proj.apply(&self.kernels, exec, Input::Q(rows), t, out, dh);
+            if let (Some(image), Some(q)) = (image, proj.int8()) {
+                image.add_outlier_products(q, dh, out, dh);
+            }
+        };
+        project(&w.k, tmp);
+        let kh = self.quantize(rows_of(&tmp[..t * dh], t, dh), kq);
+        project(&w.v, tmp);
+        let transposed = Strided { data: tmp, rows: dh, cols: t, row_stride: 1, col_stride: dh };
+        let vh = self.quantize(transposed, vtq);
+        (kh, vh)
+    }
+
     /// The int8 attention: projections on int8 inputs, per head int8 `q kᵀ`, f32 softmax,
     /// int8 `p v`. Each head's keys and values are projected and quantized just before the
-    /// head uses them. Returns the output projection `[N, d]`.
+    /// head uses them (or read from an encoded image). Returns the output projection.
     fn attention_int8<'r>(
         &self,
         exec: &dyn Executor,
         w: &AttentionWeights<'_>,
         x: &[f32],
-        image: Option<&QImage<'_>>,
+        kv: KvSource<'_>,
         region: &'r mut [u8],
     ) -> Result<&'r [f32], Error> {
         let c = &self.config;
-        let (n, d, heads, dh) = (c.num_queries as usize, c.hidden as usize, c.num_heads as usize, c.head_dim());
+        let (d, heads, dh) = (c.hidden as usize, c.num_heads as usize, c.head_dim());
+        let n = x.len() / d;
         let scale = 1.0 / libm::sqrtf(dh as f32);
         let mut b = self.plan.attention.int8(region)?;
         let xin = self.quantize(rows_of(x, n, d), &mut b.xq);
-        let (src, t) = match image {
-            Some(image) => (image.rows, image.tokens),
-            None => (xin, n),
+        let (kv, t) = match kv {
+            KvSource::Own => (KvSource::Quantized(xin, n), n),
+            KvSource::Image(image) => (kv, image.tokens),
+            KvSource::Encoded(e, _) => (kv, e.tokens),
+            KvSource::Quantized(_, t) | KvSource::Float(_, t) => (kv, t),
         };
         w.q.apply(&self.kernels, exec, Input::Q(xin), n, b.q, d);
         for h in 0..heads {
-            let outputs = h * dh..(h + 1) * dh;
-            // The head's keys `[t, dh]`, quantized row-wise; then its values through the same
-            // f32 buffer, quantized transposed (`[dh, t]`) so that p·v is a row product.
-            let project = |proj: &Linear<'_>, out: &mut [f32]| {
-                let proj = proj.outputs(outputs.clone());
-                proj.apply(&self.kernels, exec, Input::Q(src), t, out, dh);
-                if let (Some(image), Some(q)) = (image, proj.int8()) {
-                    image.add_outlier_products(q, dh, out, dh);
+            let (kh, vh) = match kv {
+                KvSource::Encoded(e, layer) => {
+                    let [(kv_, ks), (vv, vs)] = self.cache.int8(e.bytes, layer * heads + h)?;
+                    let g = self.group();
+                    let k = QRows { values: kv_, scales: ks, stride: round_up(dh, g), group: g };
+                    let v = QRows { values: vv, scales: vs, stride: round_up(t, g), group: g };
+                    (k.rows(0..t), v.rows(0..dh))
                 }
+                _ => self.project_head(exec, w, h, kv, b.k, &mut b.kq, &mut b.vtq),
             };
-            project(&w.k, b.k);
-            let kh = self.quantize(rows_of(&b.k[..t * dh], t, dh), &mut b.kq);
-            project(&w.v, b.k);
-            let transposed = Strided { data: b.k, rows: dh, cols: t, row_stride: 1, col_stride: dh };
-            let vh = self.quantize(transposed, &mut b.vtq);
             let q = Strided { data: &b.q[h * dh..], rows: n, cols: dh, row_stride: d, col_stride: 1 };
             let qh = self.quantize(q, &mut b.head_qq);
             self.kernels.q8.run(&qh, &kh, None, b.scores, Shape::new(n, t, dh));
@@ -452,38 +798,50 @@ impl<'a> Model<'a> {
             self.kernels.q8.run(&ph, &vh, None, &mut b.ctx[h * dh..], s);
         }
         // The quantized input is dead: the context reuses its buffers.
-        let context = self.quantize(rows_of(b.ctx, n, d), &mut b.xq);
+        let context = self.quantize(rows_of(&b.ctx[..n * d], n, d), &mut b.xq);
         w.o.apply(&self.kernels, exec, Input::Q(context), n, b.q, d);
-        Ok(b.q)
+        Ok(&b.q[..n * d])
     }
 
     /// The f32 / fp16-weight attention: f32 projections, per head f32 `q kᵀ`, softmax and
-    /// `p v`. Returns the output projection `[N, d]`.
+    /// `p v`. Returns the output projection.
     fn attention_float<'r>(
         &self,
         exec: &dyn Executor,
         w: &AttentionWeights<'_>,
         x: &[f32],
-        image: Option<&[f32]>,
+        kv: KvSource<'_>,
         region: &'r mut [u8],
     ) -> Result<&'r [f32], Error> {
         let c = &self.config;
-        let (n, d, heads, dh) = (c.num_queries as usize, c.hidden as usize, c.num_heads as usize, c.head_dim());
+        let (d, heads, dh) = (c.hidden as usize, c.num_heads as usize, c.head_dim());
+        let n = x.len() / d;
         let scale = 1.0 / libm::sqrtf(dh as f32);
         let b = self.plan.attention.float(region)?;
-        let src = image.unwrap_or(x);
-        let t = src.len() / if image.is_some() { c.encoder_hidden as usize } else { d };
         w.q.apply(&self.kernels, exec, Input::F32(x), n, b.q, d);
-        w.k.apply(&self.kernels, exec, Input::F32(src), t, b.k, d);
-        w.v.apply(&self.kernels, exec, Input::F32(src), t, b.v, d);
+        let (keys, values, t): (&[f32], &[f32], usize) = match kv {
+            KvSource::Encoded(e, layer) => {
+                let [k, v] = self.cache.float(e.bytes, layer)?;
+                (k, v, e.tokens)
+            }
+            _ => {
+                let (src, t) = match kv {
+                    KvSource::Float(f, t) => (f, t),
+                    _ => (x, n),
+                };
+                w.k.apply(&self.kernels, exec, Input::F32(src), t, b.k, d);
+                w.v.apply(&self.kernels, exec, Input::F32(src), t, b.v, d);
+                (&*b.k, &*b.v, t)
+            }
+        };
         for h in 0..heads {
             for r in 0..n {
                 b.head_q[r * dh..(r + 1) * dh].copy_from_slice(&b.q[r * d + h * dh..r * d + (h + 1) * dh]);
             }
             for r in 0..t {
-                b.head_k[r * dh..(r + 1) * dh].copy_from_slice(&b.k[r * d + h * dh..r * d + (h + 1) * dh]);
+                b.head_k[r * dh..(r + 1) * dh].copy_from_slice(&keys[r * d + h * dh..r * d + (h + 1) * dh]);
                 for j in 0..dh {
-                    b.head_vt[j * t + r] = b.v[r * d + h * dh + j];
+                    b.head_vt[j * t + r] = values[r * d + h * dh + j];
                 }
             }
             self.kernels.f.run_f32(b.head_q, b.head_k, None, b.scores, Shape::new(n, t, dh));
@@ -491,16 +849,25 @@ impl<'a> Model<'a> {
             let s = Shape { m: n, n: dh, k: t, ldo: d };
             self.kernels.f.run_f32(b.scores, b.head_vt, None, &mut b.ctx[h * dh..], s);
         }
-        w.o.apply(&self.kernels, exec, Input::F32(b.ctx), n, b.q, d);
-        Ok(b.q)
+        w.o.apply(&self.kernels, exec, Input::F32(&b.ctx[..n * d]), n, b.q, d);
+        Ok(&b.q[..n * d])
     }
 
-    /// `x = LayerNorm(x + act(x W_1 + b_1) W_2 + b_2)`.
-    fn feed_forward(&self, exec: &dyn Executor, l: u32, x: &mut [f32], region: &mut [u8]) -> Result<(), Error> {
+    /// `x = LayerNorm(x + act(x W_1 + b_1) W_2 + b_2)` over the rows of `x` (at most N), with
+    /// the feed-forward `roles` (the queries' or the instruction's).
+    fn feed_forward(
+        &self,
+        exec: &dyn Executor,
+        roles: &[Role; 6],
+        l: u32,
+        x: &mut [f32],
+        region: &mut [u8],
+    ) -> Result<(), Error> {
         let c = &self.config;
-        let (n, d, i) = (c.num_queries as usize, c.hidden as usize, c.intermediate as usize);
-        let up = self.linear(Role::FfnUpWeight, Role::FfnUpBias, l)?;
-        let down = self.linear(Role::FfnDownWeight, Role::FfnDownBias, l)?;
+        let (d, i) = (c.hidden as usize, c.intermediate as usize);
+        let n = x.len() / d;
+        let up = self.linear(roles[0], roles[1], l)?;
+        let down = self.linear(roles[2], roles[3], l)?;
         let k = &self.kernels;
         let out: &[f32] = match self.precision {
             Precision::Int8 => {
@@ -518,12 +885,12 @@ impl<'a> Model<'a> {
             Precision::F32 | Precision::F16 => {
                 let b = self.plan.ffn.float(region)?;
                 up.apply(k, exec, Input::F32(x), n, b.h, i);
-                norm::activate_slice(c.activation, b.h);
-                down.apply(k, exec, Input::F32(b.h), n, b.out, d);
-                b.out
+                norm::activate_slice(c.activation, &mut b.h[..n * i]);
+                down.apply(k, exec, Input::F32(&b.h[..n * i]), n, b.out, d);
+                &b.out[..n * d]
             }
         };
-        let (gain, bias) = (self.f32s(Role::FfnNormWeight, l)?, self.f32s(Role::FfnNormBias, l)?);
+        let (gain, bias) = (self.f32s(roles[4], l)?, self.f32s(roles[5], l)?);
         norm::add_layernorm(x, Some(out), gain, bias, c.layer_norm_eps);
         Ok(())
     }

@@ -10,8 +10,11 @@
 //! arena = [ x | image, its outlier columns, a row (int8) | region = max(attention, feed-forward) ]
 //! ```
 //!
-//! The attention phase is planned for `kv = max(N, M)` key/value tokens, so it serves both
-//! self- and cross-attention. Within a phase, a buffer whose lifetime ended is reused (the
+//! The hidden state has S = N + T_max positions: the queries and, for InstructBLIP, the
+//! instruction (T_max = 0 otherwise). The attention phase is planned for S query rows and
+//! `kv = max(S, M)` key/value tokens, so it serves both self- and cross-attention (which
+//! only the N queries take part in). The feed-forward runs on at most N rows at a time (the
+//! instruction's rows in blocks of N), so its phase does not grow with T_max. Within a phase, a buffer whose lifetime ended is reused (the
 //! output projection writes over `q`; the int8 context reuses the quantized input). The int8
 //! path projects, quantizes and uses the keys and values one head at a time, so it never holds
 //! more than one head's `[kv, dh]` of them in f32.
@@ -58,31 +61,31 @@ impl QSpan {
 /// Buffers of the attention phase (self or cross).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AttentionPlan {
-    /// Queries `[N, d]`; after the heads, the output projection `[N, d]`.
+    /// Queries `[S, d]`; after the heads, the output projection `[S, d]`.
     pub q: Span,
     /// Keys `[kv, d]` (f32 paths); int8: one head's keys, then its values, `[kv, dh]`.
     pub k: Span,
     /// Values `[kv, d]` (f32 paths only).
     pub v: Span,
-    /// Context `[N, d]`.
+    /// Context `[S, d]`.
     pub ctx: Span,
-    /// Scores / probabilities of one head `[N, kv]`.
+    /// Scores / probabilities of one head `[S, kv]`.
     pub scores: Span,
-    /// f32 paths: one head's queries `[N, dh]`.
+    /// f32 paths: one head's queries `[S, dh]`.
     pub head_q: Span,
     /// f32 paths: one head's keys `[kv, dh]`.
     pub head_k: Span,
     /// f32 paths: one head's values, transposed `[dh, kv]`.
     pub head_vt: Span,
-    /// int8: quantized input of the projections `[N, stride(d)]`, then of the context.
+    /// int8: quantized input of the projections `[S, stride(d)]`, then of the context.
     pub xq: QSpan,
     /// int8: one head's quantized keys `[kv, stride(dh)]`.
     pub kq: QSpan,
     /// int8: one head's quantized transposed values `[dh, stride(kv)]`.
     pub vtq: QSpan,
-    /// int8: one head's quantized queries `[N, stride(dh)]`.
+    /// int8: one head's quantized queries `[S, stride(dh)]`.
     pub head_qq: QSpan,
-    /// int8: one head's quantized probabilities `[N, stride(kv)]`.
+    /// int8: one head's quantized probabilities `[S, stride(kv)]`.
     pub pq: QSpan,
     /// Bytes of the phase.
     pub bytes: usize,
@@ -107,7 +110,7 @@ pub struct FfnPlan {
 /// can be sized from it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ArenaPlan {
-    /// Hidden state `[N, d]` f32.
+    /// Hidden state `[S, d]` f32 (S = N + T_max).
     pub x: Span,
     /// int8: the image features quantized once per image `[M, stride(d_v)]`.
     pub image: QSpan,
@@ -187,10 +190,12 @@ impl ArenaPlan {
         let dv = config.encoder_hidden as usize;
         let hidden_ff = config.intermediate as usize;
         let dh = config.head_dim();
-        let kv = if m > n { m } else { n };
+        // Positions of the hidden state: the queries and (InstructBLIP) the instruction.
+        let s = config.max_tokens();
+        let kv = if m > s { m } else { s };
 
         let mut top = Bump::new();
-        let x = top.take(n * d, 4);
+        let x = top.take(s * d, 4);
         let image = if int8 { top.take_q(m, dv, group) } else { QSpan::EMPTY };
         let image_outliers = if int8 { top.take(m * MAX_IMAGE_OUTLIERS, 4) } else { Span::EMPTY };
         let image_row = if int8 { top.take(dv, 4) } else { Span::EMPTY };
@@ -198,11 +203,11 @@ impl ArenaPlan {
 
         let mut a = Bump::new();
         let mut att = AttentionPlan {
-            q: a.take(n * d, 4),
+            q: a.take(s * d, 4),
             k: a.take(kv * if int8 { dh } else { d }, 4),
             v: Span::EMPTY,
-            ctx: a.take(n * d, 4),
-            scores: a.take(n * kv, 4),
+            ctx: a.take(s * d, 4),
+            scores: a.take(s * kv, 4),
             head_q: Span::EMPTY,
             head_k: Span::EMPTY,
             head_vt: Span::EMPTY,
@@ -215,19 +220,19 @@ impl ArenaPlan {
         };
         // Buffers whose lifetime overlaps another's as they would be allocated without the
         // plan: q, k, v, ctx, scores, the per-head buffers and the output projection.
-        let mut sum = n * d * 4 * 2; // x and the attention output (which reuses q)
+        let mut sum = s * d * 4 * 2; // x and the attention output (which reuses q)
         if int8 {
-            att.xq = a.take_q(n, d, group);
+            att.xq = a.take_q(s, d, group);
             att.kq = a.take_q(kv, dh, group);
             att.vtq = a.take_q(dh, kv, group);
-            att.head_qq = a.take_q(n, dh, group);
-            att.pq = a.take_q(n, kv, group);
+            att.head_qq = a.take_q(s, dh, group);
+            att.pq = a.take_q(s, kv, group);
             // Without planning: the f32 keys and values both, and separate buffers for the
             // quantized input and the quantized context.
             sum += kv * d * 4 + (att.xq.values.bytes + att.xq.scales.bytes);
         } else {
             att.v = a.take(kv * d, 4);
-            att.head_q = a.take(n * dh, 4);
+            att.head_q = a.take(s * dh, 4);
             att.head_k = a.take(kv * dh, 4);
             att.head_vt = a.take(dh * kv, 4);
         }
@@ -265,7 +270,7 @@ impl ArenaPlan {
 
 /// The buffers that live through the whole forward, and the region the phases share.
 pub(crate) struct Whole<'a> {
-    /// Hidden state `[N, d]`.
+    /// Hidden state `[S, d]`.
     pub x: &'a mut [f32],
     /// int8: the quantized image features.
     pub image: QBuf<'a>,
@@ -426,6 +431,122 @@ impl<'a> Carve<'a> {
         let values = bytemuck::cast_slice_mut(self.bytes(s.values));
         Ok(QBuf { values, scales: self.f32s(s.scales)? })
     }
+}
+
+/// Where an encoded image lives ([`crate::Model::encode_image`]): the cross-attention keys
+/// and values of every layer with cross-attention, projected once so that several
+/// instructions can be answered against one image. Blocks follow one another, one per head
+/// (int8: its keys `[M, stride(dh)]` and transposed values `[dh, stride(M)]`, quantized as
+/// the forward quantizes them) or one per layer (f32 paths: keys and values `[M, d]`), for
+/// M = `max_image_tokens`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CachePlan {
+    /// int8: a head's quantized keys (offsets within its block).
+    pub kq: QSpan,
+    /// int8: a head's quantized transposed values.
+    pub vtq: QSpan,
+    /// f32 paths: a layer's keys `[M, d]` (offsets within its block).
+    pub k: Span,
+    /// f32 paths: a layer's values `[M, d]`.
+    pub v: Span,
+    /// Bytes of one block.
+    pub block: usize,
+    /// Blocks per layer with cross-attention: H (int8) or 1.
+    pub blocks_per_layer: usize,
+    /// Total bytes.
+    pub total: usize,
+}
+
+impl CachePlan {
+    /// Plans the encoded image of `config` at `precision` (int8 with group `group`).
+    pub const fn new(config: &Config, precision: Precision, group: usize) -> Result<CachePlan, Error> {
+        if let Err(e) = ArenaPlan::new(config, precision, group) {
+            return Err(e);
+        }
+        let (m, d, dh) = (config.max_image_tokens as usize, config.hidden as usize, config.head_dim());
+        let layers = config.cross_layers_before(config.num_layers) as usize;
+        let mut b = Bump::new();
+        let mut plan = CachePlan::EMPTY;
+        if matches!(precision, Precision::Int8) {
+            plan.kq = b.take_q(m, dh, group);
+            plan.vtq = b.take_q(dh, m, group);
+            plan.blocks_per_layer = config.num_heads as usize;
+        } else {
+            plan.k = b.take(m * d, 4);
+            plan.v = b.take(m * d, 4);
+            plan.blocks_per_layer = 1;
+        }
+        plan.block = b.at;
+        let total = match b.at.checked_mul(layers) {
+            Some(t) => t.checked_mul(plan.blocks_per_layer),
+            None => None,
+        };
+        match total {
+            Some(t) if !b.overflow => {
+                plan.total = t;
+                Ok(plan)
+            }
+            _ => Err(Error::SizeOverflow),
+        }
+    }
+
+    const EMPTY: CachePlan = CachePlan {
+        kq: QSpan::EMPTY,
+        vtq: QSpan::EMPTY,
+        k: Span::EMPTY,
+        v: Span::EMPTY,
+        block: 0,
+        blocks_per_layer: 0,
+        total: 0,
+    };
+
+    /// The bytes of block `index` (`cross_layer * blocks_per_layer + head`).
+    fn block_range(&self, index: usize) -> core::ops::Range<usize> {
+        index * self.block..(index + 1) * self.block
+    }
+
+    /// int8: block `index`'s buffers, to be filled.
+    pub(crate) fn int8_mut<'a>(&self, cache: &'a mut [u8], index: usize) -> Result<(QBuf<'a>, QBuf<'a>), Error> {
+        let mut c = Carve::new(&mut cache[self.block_range(index)]);
+        Ok((c.q(self.kq)?, c.q(self.vtq)?))
+    }
+
+    /// f32 paths: block `index`'s keys and values, to be filled.
+    pub(crate) fn float_mut<'a>(
+        &self,
+        cache: &'a mut [u8],
+        index: usize,
+    ) -> Result<(&'a mut [f32], &'a mut [f32]), Error> {
+        let mut c = Carve::new(&mut cache[self.block_range(index)]);
+        Ok((c.f32s(self.k)?, c.f32s(self.v)?))
+    }
+
+    /// int8: block `index`'s keys and transposed values as written, `(values, scales)` each.
+    pub(crate) fn int8<'a>(&self, cache: &'a [u8], index: usize) -> Result<[Quantized<'a>; 2], Error> {
+        let block = &cache[self.block_range(index)];
+        let q = |s: QSpan| -> Result<Quantized<'a>, Error> {
+            let values = bytemuck::cast_slice(&block[s.values.offset..s.values.offset + s.values.bytes]);
+            Ok((values, f32s(&block[s.scales.offset..s.scales.offset + s.scales.bytes])?))
+        };
+        Ok([q(self.kq)?, q(self.vtq)?])
+    }
+
+    /// f32 paths: block `index`'s keys and values.
+    pub(crate) fn float<'a>(&self, cache: &'a [u8], index: usize) -> Result<[&'a [f32]; 2], Error> {
+        let block = &cache[self.block_range(index)];
+        Ok([
+            f32s(&block[self.k.offset..self.k.offset + self.k.bytes])?,
+            f32s(&block[self.v.offset..self.v.offset + self.v.bytes])?,
+        ])
+    }
+}
+
+/// A quantized matrix as stored: values and scales.
+pub(crate) type Quantized<'a> = (&'a [i8], &'a [f32]);
+
+/// `bytes` (16-byte aligned: checked by the caller for the whole buffer) as f32s.
+fn f32s(bytes: &[u8]) -> Result<&[f32], Error> {
+    bytemuck::try_cast_slice(bytes).map_err(|_| Error::Misaligned { buffer: Buffer::Arena, align: ALIGN })
 }
 
 /// Exact arena bytes for `config` at `precision` (int8 with activation group `group`).

@@ -10,8 +10,10 @@
 //! while it is read is an error, not a SIGBUS); the vision encoder and the language model
 //! are never touched. Tensor names in Hugging Face (BLIP-2) and LAVIS (BLIP-2, MiniGPT-4)
 //! spelling are recognised; f32, f16, bf16 and f64 tensors are converted to f32.
-//! InstructBLIP checkpoints are refused: their instruction-aware Q-Former is not supported
-//! yet, and its queries alone do not give InstructBLIP's outputs.
+//! InstructBLIP checkpoints (transformers' `InstructBlipForConditionalGeneration`, LAVIS's
+//! `blip2_vicuna_instruct` / `blip2_t5_instruct`) also give their text parts: word and
+//! position embeddings, every layer's text-side feed-forward, and the Q-Former tokenizer's
+//! vocabulary (`qformer_tokenizer/` beside the weights, or `LoadOptions::tokenizer`).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -26,7 +28,8 @@ use safetensors::Dtype;
 use serde_json::Value;
 
 use crate::files;
-use crate::weights::{hf_name, Tensor, Weights};
+use crate::vocab::TokenizerSpec;
+use crate::weights::{hf_name, holds_values, Tensor, VocabTables, Weights};
 
 /// How to read a checkpoint.
 #[derive(Clone, Debug, Default)]
@@ -39,7 +42,16 @@ pub struct LoadOptions {
     pub max_image_tokens: Option<u32>,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// InstructBLIP: the Q-Former tokenizer's directory (`vocab.txt`, `tokenizer_config.json`);
+    /// default: `qformer_tokenizer/` beside the weights.
+    pub tokenizer: Option<PathBuf>,
+    /// InstructBLIP: the most instruction tokens to plan for (T_max); default: 128 (LAVIS's
+    /// `max_txt_len`), or the position table's length if shorter.
+    pub max_text_tokens: Option<u32>,
 }
+
+/// T_max when none is asked for: LAVIS InstructBLIP's `max_txt_len`.
+pub const DEFAULT_MAX_TEXT_TOKENS: u32 = 128;
 
 /// Spelling of the tensor names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -452,16 +464,11 @@ fn config_from_json(v: &Value, path: &Path) -> Result<(Config, Option<u32>)> {
         projection_dim: 0,
         activation: act,
         layer_norm_eps: eps,
+        max_text_tokens: 0,
+        vocab_size: 0,
+        vocab_bytes: 0,
     };
     Ok((config, max_tokens))
-}
-
-/// The refusal of an InstructBLIP checkpoint (`why`: how it was recognised).
-fn refuse_instructblip(ck: &Checkpoint, why: &str) -> Result<()> {
-    bail!(
-        "{} is an InstructBLIP checkpoint ({why}): the instruction-aware Q-Former (instruction tokens through word embeddings and text-side layers) is not supported yet, and its query tokens alone do not give InstructBLIP's outputs",
-        ck.source.display()
-    )
 }
 
 fn fmt_shape(s: &[usize]) -> String {
@@ -486,9 +493,6 @@ pub fn load_from(ck: &Checkpoint, opts: &LoadOptions) -> Result<Weights> {
     let instruct_tensors = has(&word_embeddings)
         && (names.naming == Naming::HuggingFace
             || matches!(names.projection.as_deref(), Some("llm_proj") | Some("t5_proj")));
-    if instruct_tensors {
-        refuse_instructblip(ck, &format!("it has {word_embeddings}"))?;
-    }
     let config_path = ck
         .config_path
         .clone()
@@ -500,12 +504,14 @@ pub fn load_from(ck: &Checkpoint, opts: &LoadOptions) -> Result<Weights> {
     let instruct_arch = json
         .get("architectures")
         .and_then(Value::as_array)
-        .and_then(|a| a.iter().filter_map(Value::as_str).find(|a| a.starts_with("InstructBlip")));
-    if model_type == "instructblip" {
-        refuse_instructblip(ck, &format!("{} says model_type \"instructblip\"", config_path.display()))?;
-    }
-    if let Some(arch) = instruct_arch {
-        refuse_instructblip(ck, &format!("{} says architectures [\"{arch}\"]", config_path.display()))?;
+        .is_some_and(|a| a.iter().filter_map(Value::as_str).any(|a| a.starts_with("InstructBlip")));
+    let instruct = instruct_tensors || model_type == "instructblip" || instruct_arch;
+    if instruct && !has(&word_embeddings) {
+        bail!(
+            "{}: {} says this is InstructBLIP, but the checkpoint has no {word_embeddings} (its instruction path)",
+            ck.source.display(),
+            config_path.display()
+        );
     }
     let (mut config, vision_tokens) = config_from_json(&json, &config_path)?;
 
@@ -527,6 +533,32 @@ pub fn load_from(ck: &Checkpoint, opts: &LoadOptions) -> Result<Weights> {
         }
     }
     config.max_image_tokens = opts.max_image_tokens.or(vision_tokens).unwrap_or(257);
+    let tokenizer = if instruct {
+        let spec = load_tokenizer(ck, opts)?;
+        let rows = ck.shape(&word_embeddings)?;
+        let positions = ck.shape(&names.key(Role::PositionEmbeddings, 0))?;
+        let (vocab_rows, position_rows) = match (&rows[..], &positions[..]) {
+            ([v, d], [p, d2]) if *d == qd && *d2 == qd => (*v, *p),
+            _ => bail!(
+                "{word_embeddings} has shape {} and the position embeddings {}, expected [V, {qd}] and [P, {qd}]",
+                fmt_shape(&rows),
+                fmt_shape(&positions)
+            ),
+        };
+        let t_max = opts.max_text_tokens.unwrap_or(DEFAULT_MAX_TEXT_TOKENS.min(position_rows as u32));
+        if t_max < 2 || t_max as usize > position_rows {
+            bail!(
+                "--max-text-tokens {t_max} is out of range: an instruction needs at least 2 tokens ([CLS] [SEP]) and the checkpoint has {position_rows} position embeddings"
+            );
+        }
+        let tables = vocab_tables(spec, vocab_rows, &word_embeddings)?;
+        config.max_text_tokens = t_max;
+        config.vocab_size = vocab_rows as u32;
+        config.vocab_bytes = u32::try_from(tables.text.len()).map_err(|_| anyhow!("the vocabulary is too large"))?;
+        Some(tables)
+    } else {
+        None
+    };
     if qd as u32 != config.hidden {
         bail!(
             "{} says hidden_size = {}, but {} has shape {} (d = {qd})",
@@ -565,9 +597,20 @@ pub fn load_from(ck: &Checkpoint, opts: &LoadOptions) -> Result<Weights> {
     let mut tensors = Vec::with_capacity(count as usize);
     for i in 0..count {
         let (role, layer) = blob::slot(&config, i).expect("index below tensor_count");
-        let key = names.key(role, layer);
-        let (shape, data) = ck.read_f32(&key)?;
         let [r, c] = role.shape(&config);
+        if !holds_values(role) {
+            // The vocabulary's tables come from the tokenizer (in `tokenizer`).
+            tensors.push(Tensor { role, layer, rows: r as usize, cols: c as usize, data: Vec::new() });
+            bar.inc(1);
+            continue;
+        }
+        let key = names.key(role, layer);
+        let (mut shape, mut data) = ck.read_f32(&key)?;
+        if role == Role::PositionEmbeddings {
+            // The blob keeps the T_max positions an instruction can use.
+            data.truncate(r as usize * c as usize);
+            shape[0] = shape[0].min(r as usize);
+        }
         let ok = match role {
             Role::QueryTokens => shape == [1, r as usize, c as usize] || shape == [r as usize, c as usize],
             _ if r == 1 => shape == [c as usize],
@@ -593,7 +636,45 @@ pub fn load_from(ck: &Checkpoint, opts: &LoadOptions) -> Result<Weights> {
         bar.inc(1);
     }
     bar.finish_and_clear();
-    Weights::new(config, tensors)
+    Weights::new(config, tensors, tokenizer)
+}
+
+/// The InstructBLIP Q-Former tokenizer of `ck`: `opts.tokenizer`, else `qformer_tokenizer/`
+/// beside the weights.
+fn load_tokenizer(ck: &Checkpoint, opts: &LoadOptions) -> Result<TokenizerSpec> {
+    let dir = match &opts.tokenizer {
+        Some(d) => d.clone(),
+        None => {
+            let base = if ck.source.is_dir() {
+                ck.source.clone()
+            } else {
+                ck.source.parent().unwrap_or(Path::new(".")).to_path_buf()
+            };
+            base.join("qformer_tokenizer")
+        }
+    };
+    if !dir.is_dir() {
+        bail!(
+            "{} is an InstructBLIP checkpoint, but its Q-Former tokenizer {} is not a directory (give it with --tokenizer DIR: a BERT WordPiece tokenizer directory with vocab.txt)",
+            ck.source.display(),
+            dir.display()
+        );
+    }
+    TokenizerSpec::load(&dir)
+}
+
+/// The blob's vocabulary tables for `spec`, whose ids must index the `rows` word embeddings.
+/// Rows no token names (a table padded past the vocabulary) get placeholder tokens that no
+/// text tokenizes to (`[` is split off as punctuation before WordPiece looks words up).
+fn vocab_tables(mut spec: TokenizerSpec, rows: usize, word_embeddings: &str) -> Result<VocabTables> {
+    if spec.tokens.len() > rows {
+        bail!("the Q-Former tokenizer has {} tokens but {word_embeddings} only {rows} rows", spec.tokens.len());
+    }
+    for i in spec.tokens.len()..rows {
+        spec.tokens.push(format!("[qformer:unused{i}]"));
+    }
+    let (text, offsets, sorted) = spec.tables();
+    Ok(VocabTables { text, offsets, sorted, options: spec.options })
 }
 
 /// A progress bar on stderr, hidden when `show` is false.

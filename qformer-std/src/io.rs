@@ -12,6 +12,7 @@ use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::checkpoint::to_f32;
+use crate::runtime::Instructions;
 
 /// A batch of image features.
 #[derive(Clone, Debug, PartialEq)]
@@ -235,4 +236,71 @@ pub fn encode_tensors(tensors: &[(&str, Vec<usize>, &[f32])]) -> Result<Vec<u8>>
 /// Writes named f32 tensors as a safetensors file, atomically (see [`crate::files::Output`]).
 pub fn write_tensors(path: &Path, tensors: &[(&str, Vec<usize>, &[f32])]) -> Result<()> {
     crate::write_atomic(path, &encode_tensors(tensors)?)
+}
+
+/// The InstructBLIP instructions an input file carries, as `InstructBlipProcessor` writes
+/// them: `qformer_input_ids` `[B, T]` or `[T]` (I64 or I32) and, optionally,
+/// `qformer_attention_mask` of the same shape (I64, I32, U8 or BOOL; 1 attended, 0 padding;
+/// all ones when absent). `None` when the file has no `qformer_input_ids` (or is `.npy`).
+pub fn read_instructions(path: &Path) -> Result<Option<Instructions>> {
+    if path.extension().is_some_and(|e| e == "npy") {
+        return Ok(None);
+    }
+    let bytes = crate::files::read_bounded(path, u64::MAX, "any limit")?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| anyhow!("{}: not a valid safetensors file: {e}", path.display()))?;
+    let Ok(ids) = st.tensor("qformer_input_ids") else {
+        if st.tensor("qformer_attention_mask").is_ok() {
+            bail!("{}: has qformer_attention_mask but no qformer_input_ids", path.display());
+        }
+        return Ok(None);
+    };
+    let what = |name: &str| format!("{}: {name}", path.display());
+    let (rows, len) = match ids.shape() {
+        [t] => (1, *t),
+        [b, t] => (*b, *t),
+        s => bail!("{} has shape {s:?}, expected [B, T] or [T]", what("qformer_input_ids")),
+    };
+    let ints = |v: &TensorView<'_>, name: &str| -> Result<Vec<i64>> {
+        let b = v.data();
+        Ok(match v.dtype() {
+            Dtype::I64 => b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect(),
+            Dtype::I32 => {
+                b.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")) as i64).collect()
+            }
+            Dtype::U8 | Dtype::BOOL if name == "qformer_attention_mask" => b.iter().map(|&x| x as i64).collect(),
+            other => bail!("{} has dtype {other:?}, expected I64 or I32", what(name)),
+        })
+    };
+    let raw = ints(&ids, "qformer_input_ids")?;
+    let ids: Vec<u32> = raw
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            u32::try_from(v)
+                .map_err(|_| anyhow!("{} value {v} at flat index {i} is not a token id", what("qformer_input_ids")))
+        })
+        .collect::<Result<_>>()?;
+    let mask: Vec<u8> = match st.tensor("qformer_attention_mask") {
+        Err(_) => vec![1; ids.len()],
+        Ok(m) => {
+            if m.shape() != [rows, len] && m.shape() != [len] || (m.shape() == [len] && rows != 1) {
+                bail!(
+                    "{} has shape {:?}, qformer_input_ids {:?}: they must match",
+                    what("qformer_attention_mask"),
+                    m.shape(),
+                    [rows, len]
+                );
+            }
+            ints(&m, "qformer_attention_mask")?
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| match v {
+                    0 | 1 => Ok(v as u8),
+                    _ => bail!("{} value {v} at flat index {i} is not 0 or 1", what("qformer_attention_mask")),
+                })
+                .collect::<Result<_>>()?
+        }
+    };
+    Ok(Some(Instructions { ids, mask, len, rows }))
 }

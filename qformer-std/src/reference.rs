@@ -71,8 +71,10 @@ fn add_norm(x: &Mat, residual: &Mat, w: &Weights, gain: Role, bias: Role, layer:
 }
 
 /// Multi-head attention of queries `x` over `source`, with the four projections of `roles`
-/// (`[q.w, q.b, k.w, k.b, v.w, v.b, o.w, o.b, ...]`); returns the output projection.
-fn attention(x: &Mat, source: &Mat, w: &Weights, roles: &[Role; 10], layer: u16) -> Mat {
+/// (`[q.w, q.b, k.w, k.b, v.w, v.b, o.w, o.b, ...]`); returns the output projection. Keys
+/// whose `attend` is false get no weight (transformers adds the dtype's minimum to their
+/// scores).
+fn attention(x: &Mat, source: &Mat, attend: &[bool], w: &Weights, roles: &[Role; 10], layer: u16) -> Mat {
     let q = linear(x, w, roles[0], roles[1], layer);
     let k = linear(source, w, roles[2], roles[3], layer);
     let v = linear(source, w, roles[4], roles[5], layer);
@@ -84,8 +86,8 @@ fn attention(x: &Mat, source: &Mat, w: &Weights, roles: &[Role; 10], layer: u16)
             let scores: Vec<f64> = (0..source.rows)
                 .map(|j| (0..dh).map(|c| q.at(i, h * dh + c) * k.at(j, h * dh + c)).sum::<f64>() / (dh as f64).sqrt())
                 .collect();
-            let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+            let max = (0..source.rows).filter(|&j| attend[j]).map(|j| scores[j]).fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = scores.iter().zip(attend).map(|(s, &a)| if a { (s - max).exp() } else { 0.0 }).collect();
             let sum: f64 = e.iter().sum();
             for c in 0..dh {
                 ctx.v[i * ctx.cols + h * dh + c] = (0..source.rows).map(|j| e[j] / sum * v.at(j, h * dh + c)).sum();
@@ -107,26 +109,71 @@ fn activate(act: Activation, x: f64) -> f64 {
 
 /// Runs the reference on one image's features `[m, d_v]`.
 pub fn forward(w: &Weights, image: &[f32], m: usize) -> Output {
+    forward_text(w, image, m, None)
+}
+
+/// The feed-forward block of `roles` (`[up.w, up.b, down.w, down.b, norm.w, norm.b]`).
+fn feed_forward(x: &Mat, w: &Weights, roles: &[Role; 6], layer: u16) -> Mat {
+    let mut h = linear(x, w, roles[0], roles[1], layer);
+    h.v.iter_mut().for_each(|v| *v = activate(w.config.activation, *v));
+    let f = linear(&h, w, roles[2], roles[3], layer);
+    add_norm(x, &f, w, roles[4], roles[5], layer)
+}
+
+/// Rows `range` of `x`.
+fn rows(x: &Mat, range: std::ops::Range<usize>) -> Mat {
+    Mat { rows: range.len(), cols: x.cols, v: x.v[range.start * x.cols..range.end * x.cols].to_vec() }
+}
+
+/// Rows of `a` then rows of `b`.
+fn stack(a: &Mat, b: &Mat) -> Mat {
+    Mat { rows: a.rows + b.rows, cols: a.cols, v: a.v.iter().chain(&b.v).copied().collect() }
+}
+
+/// Runs the reference on one image's features `[m, d_v]` with an InstructBLIP instruction
+/// `(ids, mask)` (as transformers' `InstructBlipQFormerModel`: word plus position embeddings
+/// after the queries, one LayerNorm over all, self-attention over every position with the
+/// padding keys masked, cross-attention and the query feed-forward for the queries, the text
+/// feed-forward for the instruction), or without one.
+pub fn forward_text(w: &Weights, image: &[f32], m: usize, text: Option<(&[u32], &[u8])>) -> Output {
     let c = &w.config;
     let (n, d) = (c.num_queries as usize, c.hidden as usize);
     let z = Mat::from_f32(m, c.encoder_hidden as usize, image);
-    let queries = Mat::from_f32(n, d, &w.get(Role::QueryTokens, 0).data);
-    let zero = Mat { rows: n, cols: d, v: vec![0.0; n * d] };
-    let mut x = add_norm(&queries, &zero, w, Role::InputNormWeight, Role::InputNormBias, 0);
-    let mut hidden_states = vec![x.to_f32()];
-    for l in 0..c.num_layers as u16 {
-        let a = attention(&x, &x, w, &qformer_core::blob::SELF_ROLES, l);
-        x = add_norm(&x, &a, w, Role::SelfNormWeight, Role::SelfNormBias, l);
-        if c.has_cross(l as u32) {
-            let a = attention(&x, &z, w, &qformer_core::blob::CROSS_ROLES, l);
-            x = add_norm(&x, &a, w, Role::CrossNormWeight, Role::CrossNormBias, l);
+    let mut input = Mat::from_f32(n, d, &w.get(Role::QueryTokens, 0).data);
+    let mut attend = vec![true; n];
+    if let Some((ids, mask)) = text {
+        let (words, positions) = (&w.get(Role::WordEmbeddings, 0).data, &w.get(Role::PositionEmbeddings, 0).data);
+        let mut t = Mat { rows: ids.len(), cols: d, v: vec![0.0; ids.len() * d] };
+        for (p, &id) in ids.iter().enumerate() {
+            for j in 0..d {
+                t.v[p * d + j] = words[id as usize * d + j] as f64 + positions[p * d + j] as f64;
+            }
         }
-        let mut h = linear(&x, w, Role::FfnUpWeight, Role::FfnUpBias, l);
-        h.v.iter_mut().for_each(|v| *v = activate(c.activation, *v));
-        let f = linear(&h, w, Role::FfnDownWeight, Role::FfnDownBias, l);
-        x = add_norm(&x, &f, w, Role::FfnNormWeight, Role::FfnNormBias, l);
-        hidden_states.push(x.to_f32());
+        input = stack(&input, &t);
+        attend.extend(mask.iter().map(|&v| v != 0));
     }
+    let zero = Mat { rows: input.rows, cols: d, v: vec![0.0; input.v.len()] };
+    let mut x = add_norm(&input, &zero, w, Role::InputNormWeight, Role::InputNormBias, 0);
+    let mut hidden_states = vec![rows(&x, 0..n).to_f32()];
+    let all = vec![true; m];
+    for l in 0..c.num_layers as u16 {
+        let a = attention(&x, &x, &attend, w, &qformer_core::blob::SELF_ROLES, l);
+        x = add_norm(&x, &a, w, Role::SelfNormWeight, Role::SelfNormBias, l);
+        let mut q = rows(&x, 0..n);
+        let instruction = rows(&x, n..x.rows);
+        if c.has_cross(l as u32) {
+            let a = attention(&q, &z, &all, w, &qformer_core::blob::CROSS_ROLES, l);
+            q = add_norm(&q, &a, w, Role::CrossNormWeight, Role::CrossNormBias, l);
+        }
+        q = feed_forward(&q, w, &qformer_core::blob::FFN_ROLES, l);
+        x = if instruction.rows > 0 {
+            stack(&q, &feed_forward(&instruction, w, &qformer_core::blob::TEXT_FFN_ROLES, l))
+        } else {
+            q
+        };
+        hidden_states.push(rows(&x, 0..n).to_f32());
+    }
+    let x = rows(&x, 0..n);
     let projected = (c.projection_dim > 0).then(|| linear(&x, w, Role::ProjWeight, Role::ProjBias, 0).to_f32());
     Output { hidden_states, output: x.to_f32(), projected }
 }

@@ -30,6 +30,13 @@ pub fn config(c: &Config) -> String {
     let proj = if c.projection_dim > 0 { c.projection_dim.to_string() } else { "none".into() };
     let _ = writeln!(s, "  language projection    {proj}");
     let _ = write!(s, "  layer_norm_eps         {:e}", c.layer_norm_eps);
+    if c.has_text() {
+        let _ = write!(
+            s,
+            "\n  instruction            up to {} tokens (InstructBLIP: word and position embeddings, text feed-forward)\n  vocabulary             {} tokens ({} bytes)",
+            c.max_text_tokens, c.vocab_size, c.vocab_bytes
+        );
+    }
     s
 }
 
@@ -45,6 +52,30 @@ pub fn model(m: &Model<'_>, blob: &[u8]) -> String {
         if h.group_size > 0 { format!(", int8 group {}", h.group_size) } else { String::new() }
     );
     let _ = writeln!(s, "config:\n{}", config(m.config()));
+    if m.config().has_text() {
+        let t = h.tokenizer_options();
+        let token = |id: u32| m.vocab().and_then(|v| v.token(id)).unwrap_or("?").to_string();
+        let _ = writeln!(
+            s,
+            "tokenizer                BERT WordPiece, {}lower-case, {}accents stripped, truncates on the {}; [CLS] {} = {}, [SEP] {} = {}, [UNK] {} = {}, [PAD] {} = {}",
+            if t.lowercase { "" } else { "not " },
+            if t.strip_accents { "" } else { "not " },
+            if t.truncate_left { "left" } else { "right" },
+            t.cls,
+            token(t.cls),
+            t.sep,
+            token(t.sep),
+            t.unk,
+            token(t.unk),
+            t.pad,
+            token(t.pad)
+        );
+        let _ = writeln!(
+            s,
+            "encoded image            {} (cross-attention keys and values of one image, for many questions)",
+            bytes(m.encoded_image_bytes())
+        );
+    }
     let _ = writeln!(s, "tensors                  {}", h.tensor_count);
     for (name, n) in bytes_per_dtype(blob) {
         let _ = writeln!(s, "  {name:<22} {}", bytes(n));

@@ -256,7 +256,56 @@ pub fn run_batch_with(
     capture_layers: bool,
     exec: &dyn qformer_core::Executor,
 ) -> Result<BatchOutput> {
+    run_batch_text(model, images, batch, m, None, capture_layers, exec)
+}
+
+/// InstructBLIP instructions for a batch: `rows` rows of `len` token ids with their
+/// attention mask, one row per image, or one row for every image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Instructions {
+    /// `[rows, len]` token ids.
+    pub ids: Vec<u32>,
+    /// `[rows, len]`, 1 attended, 0 padding.
+    pub mask: Vec<u8>,
+    /// Tokens per row.
+    pub len: usize,
+    /// 1 (every image) or the batch size.
+    pub rows: usize,
+}
+
+impl Instructions {
+    /// One instruction for every image.
+    pub fn one(ids: Vec<u32>) -> Instructions {
+        let len = ids.len();
+        Instructions { mask: vec![1; len], ids, len, rows: 1 }
+    }
+
+    /// The instruction of image `b`.
+    pub fn text(&self, b: usize) -> qformer_core::Text<'_> {
+        let r = if self.rows == 1 { 0 } else { b };
+        let range = r * self.len..(r + 1) * self.len;
+        qformer_core::Text { ids: &self.ids[range.clone()], mask: Some(&self.mask[range]) }
+    }
+}
+
+/// [`run_batch_with`] with an instruction per image (InstructBLIP), or none.
+pub fn run_batch_text(
+    model: &Model<'_>,
+    images: &[f32],
+    batch: usize,
+    m: usize,
+    text: Option<&Instructions>,
+    capture_layers: bool,
+    exec: &dyn qformer_core::Executor,
+) -> Result<BatchOutput> {
     let c = model.config();
+    if let Some(t) = text {
+        anyhow::ensure!(
+            t.rows == 1 || t.rows == batch,
+            "{} instructions given for {batch} images (give one per image, or one for all)",
+            t.rows
+        );
+    }
     let (n, d, dv, p) =
         (c.num_queries as usize, c.hidden as usize, c.encoder_hidden as usize, c.projection_dim as usize);
     anyhow::ensure!(
@@ -285,7 +334,15 @@ pub fn run_batch_with(
             }
         };
         model
-            .forward_with(image, arena.bytes_mut(), o, proj, exec, &mut observer)
+            .forward_with(
+                qformer_core::Image::Features(image),
+                text.map(|t| t.text(b)),
+                arena.bytes_mut(),
+                o,
+                proj,
+                exec,
+                &mut observer,
+            )
             .with_context(|| format!("image {b} of the batch"))?;
     }
     Ok(out)

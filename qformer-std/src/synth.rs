@@ -66,6 +66,9 @@ pub const DEMO: Config = Config {
     projection_dim: 512,
     activation: Activation::Gelu,
     layer_norm_eps: 1e-12,
+    max_text_tokens: 0,
+    vocab_size: 0,
+    vocab_bytes: 0,
 };
 
 /// The `firmware/` examples' model (`qformer synth --preset mcu`), sized for a
@@ -85,6 +88,9 @@ pub const MCU: Config = Config {
     projection_dim: 128,
     activation: Activation::Gelu,
     layer_norm_eps: 1e-12,
+    max_text_tokens: 0,
+    vocab_size: 0,
+    vocab_bytes: 0,
 };
 
 impl Spec {
@@ -129,7 +135,7 @@ impl Spec {
                 Tensor { role, layer, rows, cols, data }
             })
             .collect();
-        Weights::new(c, tensors).expect("synthetic weights follow the canonical layout")
+        Weights::new(c, tensors, None).expect("synthetic weights follow the canonical layout")
     }
 }
 

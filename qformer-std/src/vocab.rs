@@ -14,8 +14,9 @@
 //!
 //! Added tokens must continue the ids of `vocab.txt` (LAVIS's `[DEC]` is 30522 after the 30522
 //! of `bert-base-uncased`); they are appended to [`TokenizerSpec::tokens`] and
-//! [`TokenizerOptions::first_added`] is the first of them. `tokenizer.json` (the fast
-//! tokenizer's file) is not read.
+//! [`TokenizerOptions::first_added`] is the first of them. Of `tokenizer.json` (the fast
+//! tokenizer's file) only `added_tokens` beyond `vocab.txt` are read: transformers 5 writes
+//! them nowhere else.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -205,6 +206,41 @@ impl TokenizerSpec {
                 let text = token_text(entry, &what, &config_path)?
                     .ok_or_else(|| anyhow!("{}: {what} has no content", config_path.display()))?;
                 added.insert(id, (text, format!("{} {what}", config_path.display())));
+            }
+        }
+        // transformers 5 writes its added tokens only into tokenizer.json (`added_tokens`, a
+        // list of AddedToken objects with their ids); the ones beyond vocab.txt count here.
+        let fast_path = dir.join("tokenizer.json");
+        if let Some(json) = read_json(&fast_path)? {
+            if let Some(list) = json.get("added_tokens") {
+                let list =
+                    list.as_array().ok_or_else(|| anyhow!("{}: added_tokens is not a list", fast_path.display()))?;
+                for (i, entry) in list.iter().enumerate() {
+                    let what = format!("added_tokens[{i}]");
+                    let o =
+                        entry.as_object().ok_or_else(|| anyhow!("{}: {what} is not an object", fast_path.display()))?;
+                    let id = o
+                        .get("id")
+                        .and_then(Value::as_u64)
+                        .and_then(|v| u32::try_from(v).ok())
+                        .ok_or_else(|| anyhow!("{}: {what} has no u32 \"id\"", fast_path.display()))?;
+                    if (id as usize) < base {
+                        continue;
+                    }
+                    check_flags(o, &what, &fast_path)?;
+                    let text = token_text(entry, &what, &fast_path)?
+                        .ok_or_else(|| anyhow!("{}: {what} has no content", fast_path.display()))?;
+                    match added.get(&id) {
+                        Some((other, _)) if *other != text => bail!(
+                            "{}: id {id} is {text:?}, but the tokenizer config says {other:?}",
+                            fast_path.display()
+                        ),
+                        Some(_) => {}
+                        None => {
+                            added.insert(id, (text, format!("{} {what}", fast_path.display())));
+                        }
+                    }
+                }
             }
         }
         if let Some(json) = read_json(&added_path)? {

@@ -2,7 +2,8 @@
 
 use anyhow::{bail, Result};
 use qformer_core::blob::{self, Role};
-use qformer_core::Config;
+use qformer_core::tokenizer::TokenizerOptions;
+use qformer_core::{Config, DType, Precision};
 
 /// One tensor: `[rows, cols]` row-major f32.
 #[derive(Clone, Debug, PartialEq)]
@@ -24,8 +25,40 @@ pub struct Tensor {
 pub struct Weights {
     /// The config.
     pub config: Config,
-    /// The tensors in canonical order.
+    /// The tensors in canonical order. The vocabulary's tables (not f32) have empty `data`:
+    /// their contents are in [`Weights::vocab`].
     pub tensors: Vec<Tensor>,
+    /// InstructBLIP: the tokenizer (vocabulary tables and options); `None` without text parts.
+    pub vocab: Option<VocabTables>,
+}
+
+/// A vocabulary as the blob stores it (see `qformer_core::tokenizer::Vocab`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct VocabTables {
+    /// Every token's bytes, in id order.
+    pub text: Vec<u8>,
+    /// `V + 1` offsets into `text`.
+    pub offsets: Vec<u32>,
+    /// The ids in the order of their tokens' bytes.
+    pub sorted: Vec<u32>,
+    /// What the tokenizer does.
+    pub options: TokenizerOptions,
+}
+
+impl VocabTables {
+    /// The bytes of the table of `role` (one of the `Vocab*` roles).
+    pub fn bytes(&self, role: Role) -> &[u8] {
+        match role {
+            Role::VocabText => &self.text,
+            Role::VocabOffsets => bytemuck::cast_slice(&self.offsets),
+            _ => bytemuck::cast_slice(&self.sorted),
+        }
+    }
+}
+
+/// Whether `role`'s tensor holds f32 values in [`Tensor::data`] (all but the vocabulary's).
+pub fn holds_values(role: Role) -> bool {
+    matches!(role.dtype(Precision::F32), DType::F32)
 }
 
 /// The Hugging Face key of `role` in `layer`, as a `String`.
@@ -38,7 +71,7 @@ pub fn hf_name(role: Role, layer: u16) -> String {
 
 impl Weights {
     /// Checks that `tensors` follow the canonical order with the config's shapes.
-    pub fn new(config: Config, tensors: Vec<Tensor>) -> Result<Weights> {
+    pub fn new(config: Config, tensors: Vec<Tensor>, vocab: Option<VocabTables>) -> Result<Weights> {
         config.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
         let count = blob::tensor_count(&config) as usize;
         if tensors.len() != count {
@@ -50,7 +83,8 @@ impl Weights {
             if t.role != role || t.layer != layer {
                 bail!("tensor {i} is {} but should be {}", hf_name(t.role, t.layer), hf_name(role, layer));
             }
-            if (t.rows, t.cols) != (r as usize, c as usize) || t.data.len() != t.rows * t.cols {
+            let values = if holds_values(role) { t.rows * t.cols } else { 0 };
+            if (t.rows, t.cols) != (r as usize, c as usize) || t.data.len() != values {
                 bail!(
                     "{} has shape [{}, {}] ({} values), expected [{r}, {c}]",
                     hf_name(role, layer),
@@ -60,7 +94,24 @@ impl Weights {
                 );
             }
         }
-        Ok(Weights { config, tensors })
+        match &vocab {
+            Some(v) => {
+                let tables = qformer_core::tokenizer::Vocab::new(&v.text, &v.offsets, &v.sorted);
+                let tables = tables.map_err(|e| anyhow::anyhow!("the vocabulary is inconsistent: {e}"))?;
+                if tables.len() != config.vocab_size as usize || v.text.len() != config.vocab_bytes as usize {
+                    bail!(
+                        "the vocabulary has {} tokens of {} bytes, the config says {} of {}",
+                        tables.len(),
+                        v.text.len(),
+                        config.vocab_size,
+                        config.vocab_bytes
+                    );
+                }
+            }
+            None if config.has_text() => bail!("the config has text parts but no vocabulary is given"),
+            None => {}
+        }
+        Ok(Weights { config, tensors, vocab })
     }
 
     /// The tensor of `role` in `layer`.

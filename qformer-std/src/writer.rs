@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Result};
 use half::f16;
-use qformer_core::blob::{self, round_up, DType, Header, TensorEntry, ALIGN, ENTRY_BYTES, HEADER_BYTES};
+use qformer_core::blob::{self, round_up, DType, Header, TensorEntry, Transform, ALIGN, ENTRY_BYTES, HEADER_BYTES};
 use qformer_core::kernels::quant::{quantize_rows, Quantizer, Strided};
 use qformer_core::Precision;
 
@@ -55,20 +55,21 @@ pub fn layout(w: &Weights, opts: BlobOptions) -> Result<(Vec<TensorEntry>, usize
     };
     let mut entries = Vec::with_capacity(w.tensors.len());
     for t in &w.tensors {
-        let dtype = if t.role.is_matrix() { DType::of_matrices(opts.precision) } else { DType::F32 };
+        let dtype = t.role.dtype(opts.precision);
         let shape = [t.rows as u32, t.cols as u32];
         let bytes = blob::data_bytes(shape, dtype, group).ok_or_else(too_large)?;
         let offset = take(bytes)?;
         let (scales_offset, group) = match dtype {
             DType::I8 => (take(blob::scale_bytes(shape, group).ok_or_else(too_large)?)?, group),
-            DType::F32 | DType::F16 => (0, 0),
+            _ => (0, 0),
         };
         let bytes = u32::try_from(bytes).map_err(|_| too_large())?;
         entries.push(TensorEntry {
             role: t.role as u16,
             layer: t.layer,
             dtype: dtype as u8,
-            reserved: [0; 3],
+            transform: Transform::None as u8,
+            reserved: [0; 2],
             rows: shape[0],
             cols: shape[1],
             offset,
@@ -96,6 +97,9 @@ pub fn build_blob(w: &Weights, opts: BlobOptions, mut progress: impl FnMut()) ->
     header.tensor_count = entries.len() as u32;
     header.data_offset = round_up(HEADER_BYTES + ENTRY_BYTES * entries.len(), ALIGN) as u32;
     header.total_bytes = total as u32;
+    if let Some(v) = &w.vocab {
+        header.set_tokenizer_options(&v.options);
+    }
 
     let mut out = vec![0u8; total];
     for (i, (t, e)) in w.tensors.iter().zip(&entries).enumerate() {
@@ -120,6 +124,10 @@ pub fn build_blob(w: &Weights, opts: BlobOptions, mut progress: impl FnMut()) ->
                 let at = e.scales_offset as usize;
                 out[at..at + 4 * scales.len()].copy_from_slice(bytemuck::cast_slice(&scales));
             }
+            Some(DType::U8 | DType::U32) => match &w.vocab {
+                Some(v) => data.copy_from_slice(v.bytes(t.role)),
+                None => bail!("{}: the weights carry no vocabulary", hf_name(t.role, t.layer)),
+            },
             None => bail!("{}: unknown dtype in the layout", hf_name(t.role, t.layer)),
         }
         let at = HEADER_BYTES + i * ENTRY_BYTES;

@@ -11,14 +11,18 @@ use clap::{Parser, Subcommand};
 use qformer_core::{Model, Precision};
 use qformer_std::checkpoint::{self, LoadOptions};
 use qformer_std::files::{CreatedDir, Output};
-use qformer_std::io::{encode_tensors, read_images, write_tensors, Images};
+use qformer_std::io::{encode_tensors, read_images, read_instructions, write_tensors, Images};
 use qformer_std::metrics::{agreement, Agreement};
-use qformer_std::runtime::{detect_kernels, run_batch, run_batch_with, BlobBytes, Threads};
+use qformer_std::runtime::{detect_kernels, run_batch, run_batch_text, BlobBytes, Instructions, Threads};
 use qformer_std::writer::{build_blob, BlobOptions};
 use qformer_std::{reference, report, synth};
 
 #[derive(Parser)]
-#[command(name = "qformer", version, about = "Run, verify and inspect quantized Q-Former blobs (BLIP-2, MiniGPT-4)")]
+#[command(
+    name = "qformer",
+    version,
+    about = "Run, verify and inspect quantized Q-Former blobs (BLIP-2, InstructBLIP, MiniGPT-4)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -26,13 +30,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a blob on image features and write the query outputs.
+    /// Run a blob on image features (and, for InstructBLIP, an instruction) and write the
+    /// query outputs.
     Run {
         /// The blob (made by `quantize`).
         model: PathBuf,
         /// Image features: safetensors with `image_embeds` [M, d_v] or [B, M, d_v], or .npy.
+        /// InstructBLIP: the file may also carry `qformer_input_ids` [B, T] (I64 or I32) and
+        /// `qformer_attention_mask` [B, T], as `InstructBlipProcessor` makes them.
         #[arg(long)]
         input: PathBuf,
+        #[command(flatten)]
+        prompt: Prompt,
         /// Output safetensors: `qformer_output` [B, N, d] and `projected` [B, N, d_llm].
         /// Written through a temporary file and a rename; a symbolic link is followed, a
         /// device or FIFO written in place, an input never overwritten.
@@ -53,6 +62,13 @@ enum Command {
         /// Image features (default: one deterministic random image of the blob's maximum size).
         #[arg(long)]
         input: Option<PathBuf>,
+        #[command(flatten)]
+        prompt: Prompt,
+        /// InstructBLIP: answer this many instructions about the image, its cross-attention
+        /// keys and values projected once (`Model::encode_image`); reports the cost of one
+        /// more question against a full forward. Needs an instruction (`--prompt`).
+        #[arg(long)]
+        questions: Option<usize>,
         /// Worker threads (0 = one per core; at most 4 per core).
         #[arg(long, default_value_t = 0)]
         threads: usize,
@@ -78,9 +94,15 @@ enum Command {
         /// Config of the checkpoint when it has no config.json beside it.
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Image features, as for `run`.
+        /// Image features, as for `run` (with its instructions, for InstructBLIP).
         #[arg(long)]
         input: PathBuf,
+        #[command(flatten)]
+        prompt: Prompt,
+        /// InstructBLIP: the Q-Former tokenizer directory, when it is not the checkpoint's
+        /// `qformer_tokenizer/`.
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
         /// Fail (exit 1) when the output's cosine similarity is below this (a number in
         /// [-1, 1]).
         #[arg(long, default_value_t = 0.999, value_parser = parse_cosine)]
@@ -122,6 +144,16 @@ enum Command {
     },
 }
 
+/// An InstructBLIP instruction given as text.
+#[derive(clap::Args, Clone)]
+struct Prompt {
+    /// InstructBLIP: one instruction for every image, tokenized with the blob's own
+    /// vocabulary (as transformers' BertTokenizer would). Refused for a blob without text
+    /// parts, and together with `qformer_input_ids` in the input.
+    #[arg(long)]
+    prompt: Option<String>,
+}
+
 /// How a blob is loaded.
 #[derive(clap::Args, Clone, Copy)]
 struct Load {
@@ -161,12 +193,14 @@ enum Preset {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = qformer_std::files::remove_temporaries_on_signals().and_then(|()| match cli.command {
-        Command::Run { model, input, output, threads, load } => run(&model, &input, &output, threads, load),
-        Command::Bench { model, input, threads, warmup, iters, json, load } => {
-            bench(&model, input.as_deref(), threads, warmup, iters, json, load)
+        Command::Run { model, input, prompt, output, threads, load } => {
+            run(&model, &input, &prompt, &output, threads, load)
         }
-        Command::Verify { model, reference, config, input, min_cosine } => {
-            verify(&model, &reference, config, &input, min_cosine)
+        Command::Bench { model, input, prompt, questions, threads, warmup, iters, json, load } => {
+            bench(&model, input.as_deref(), &prompt, questions, threads, warmup, iters, json, load)
+        }
+        Command::Verify { model, reference, config, input, prompt, tokenizer, min_cosine } => {
+            verify(&model, &reference, config, tokenizer, &input, &prompt, min_cosine)
         }
         Command::Inspect { model, load } => inspect(&model, load),
         Command::Demo { runs } => demo(runs.max(1)),
@@ -196,7 +230,52 @@ fn check_input(model: &Model<'_>, images: &Images, path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn run(model_path: &Path, input: &Path, output: &Path, threads: usize, load: Load) -> Result<()> {
+/// The instructions of a run: `--prompt`, or the input file's `qformer_input_ids`, or none
+/// (said on stderr for an InstructBLIP blob).
+fn instructions(
+    model: &Model<'_>,
+    input: Option<&Path>,
+    prompt: &Prompt,
+    batch: usize,
+) -> Result<Option<Instructions>> {
+    let from_file = match input {
+        Some(p) => read_instructions(p)?,
+        None => None,
+    };
+    let text = match (&prompt.prompt, from_file) {
+        (Some(_), Some(_)) => bail!(
+            "{} carries qformer_input_ids and --prompt gives an instruction too: give one of them",
+            input.map_or(String::new(), |p| p.display().to_string())
+        ),
+        (Some(p), None) => {
+            let mut ids = vec![0u32; model.config().max_text_tokens.max(2) as usize];
+            let t = model.tokenize(p, &mut ids)?;
+            if t.truncated_from > t.len {
+                eprintln!(
+                    "note: --prompt is {} tokens long, truncated to the blob's max_text_tokens = {}",
+                    t.truncated_from, t.len
+                );
+            }
+            ids.truncate(t.len);
+            Some(Instructions::one(ids))
+        }
+        (None, Some(t)) => Some(t),
+        (None, None) => None,
+    };
+    match &text {
+        Some(_) if !model.config().has_text() => bail!("{}", qformer_core::Error::NoText),
+        Some(t) if t.rows != 1 && t.rows != batch => {
+            bail!("{} instructions for {batch} images: give one per image, or one for all", t.rows)
+        }
+        None if model.config().has_text() => eprintln!(
+            "note: no instruction given (--prompt, or qformer_input_ids in the input): running the queries alone, as transformers' InstructBlipQFormerModel does without input_ids"
+        ),
+        _ => {}
+    }
+    Ok(text)
+}
+
+fn run(model_path: &Path, input: &Path, prompt: &Prompt, output: &Path, threads: usize, load: Load) -> Result<()> {
     // Refused outputs and thread counts fail before any work.
     let out_file = Output::create(output, &[model_path, input])?;
     let pool = Threads::new(threads)?;
@@ -204,7 +283,8 @@ fn run(model_path: &Path, input: &Path, output: &Path, threads: usize, load: Loa
     let model = open_model(&blob, model_path)?;
     let images = read_images(input)?;
     check_input(&model, &images, input)?;
-    let out = run_batch_with(&model, &images.data, images.batch, images.tokens, false, &pool)?;
+    let text = instructions(&model, Some(input), prompt, images.batch)?;
+    let out = run_batch_text(&model, &images.data, images.batch, images.tokens, text.as_ref(), false, &pool)?;
     let c = model.config();
     let (b, n) = (images.batch, c.num_queries as usize);
     let mut tensors = vec![("qformer_output", vec![b, n, c.hidden as usize], out.output.as_slice())];
@@ -224,12 +304,21 @@ fn verify(
     model_path: &Path,
     reference_path: &Path,
     config: Option<PathBuf>,
+    tokenizer: Option<PathBuf>,
     input: &Path,
+    prompt: &Prompt,
     min_cosine: f64,
 ) -> Result<()> {
     let blob = BlobBytes::open(model_path)?;
     let model = open_model(&blob, model_path)?;
-    let opts = LoadOptions { config, max_image_tokens: Some(model.config().max_image_tokens), progress: true };
+    let c = model.config();
+    let opts = LoadOptions {
+        config,
+        max_image_tokens: Some(c.max_image_tokens),
+        progress: true,
+        tokenizer,
+        max_text_tokens: c.has_text().then_some(c.max_text_tokens),
+    };
     let weights = checkpoint::load(reference_path, &opts)?;
     if weights.config != *model.config() {
         bail!(
@@ -240,12 +329,21 @@ fn verify(
             report::config(&weights.config)
         );
     }
+    if !same_vocab(&model, &weights) {
+        bail!("{} was not made from {}: their vocabularies differ", model_path.display(), reference_path.display());
+    }
     let images = read_images(input)?;
     check_input(&model, &images, input)?;
     let (b, m, dv) = (images.batch, images.tokens, images.dim);
-    let got = run_batch(&model, &images.data, b, m, true)?;
-    let refs: Vec<reference::Output> =
-        (0..b).map(|i| reference::forward(&weights, &images.data[i * m * dv..(i + 1) * m * dv], m)).collect();
+    let text = instructions(&model, Some(input), prompt, b)?;
+    let got = run_batch_text(&model, &images.data, b, m, text.as_ref(), true, &qformer_core::Sequential)?;
+    let refs: Vec<reference::Output> = (0..b)
+        .map(|i| {
+            let t = text.as_ref().map(|t| t.text(i));
+            let t = t.as_ref().map(|t| (t.ids, t.mask.unwrap_or(&[])));
+            reference::forward_text(&weights, &images.data[i * m * dv..(i + 1) * m * dv], m, t)
+        })
+        .collect();
     let cat =
         |f: &dyn Fn(&reference::Output) -> &[f32]| refs.iter().flat_map(|r| f(r).iter().copied()).collect::<Vec<f32>>();
 
@@ -284,9 +382,107 @@ fn peak_rss() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Whether the blob's vocabulary and tokenizer are the ones `weights` carry.
+fn same_vocab(model: &Model<'_>, weights: &qformer_std::weights::Weights) -> bool {
+    match (model.vocab(), &weights.vocab) {
+        (None, None) => true,
+        (Some(v), Some(w)) => {
+            let tokens = qformer_core::tokenizer::Vocab::new(&w.text, &w.offsets, &w.sorted);
+            model.header().tokenizer_options() == w.options
+                && tokens.is_ok_and(|t| t.len() == v.len() && (0..v.len() as u32).all(|i| t.token(i) == v.token(i)))
+        }
+        _ => false,
+    }
+}
+
+/// Median of `ms` (sorted in place).
+fn median(ms: &mut [f64]) -> f64 {
+    ms.sort_by(f64::total_cmp);
+    let k = ms.len();
+    if k % 2 == 1 {
+        ms[k / 2]
+    } else {
+        (ms[k / 2 - 1] + ms[k / 2]) / 2.0
+    }
+}
+
+/// `bench --questions K`: the cost of answering one more instruction about an image whose
+/// cross-attention keys and values were projected once, against a full forward.
+fn bench_questions(
+    model: &Model<'_>,
+    images: &Images,
+    text: &Instructions,
+    questions: usize,
+    pool: &Threads,
+    iters: usize,
+) -> Result<()> {
+    let c = model.config();
+    let (n, d, m) = (c.num_queries as usize, c.hidden as usize, images.tokens);
+    let image = &images.data[..m * images.dim];
+    let mut arena = qformer_std::runtime::Arena::new(model.arena_bytes());
+    let mut cache = qformer_std::runtime::Arena::new(model.encoded_image_bytes());
+    let mut out = vec![0f32; n * d];
+    let t = text.text(0);
+    let time = |f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
+        let mut ms = Vec::new();
+        for _ in 0..iters {
+            let s = Instant::now();
+            f()?;
+            ms.push(s.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok(median(&mut ms))
+    };
+    let none = &mut |_: usize, _: &[f32]| {};
+    let full = time(&mut || {
+        model.forward_with(
+            qformer_core::Image::Features(image),
+            Some(t),
+            arena.bytes_mut(),
+            &mut out,
+            None,
+            pool,
+            none,
+        )?;
+        Ok(())
+    })?;
+    let direct = out.clone();
+    let encode = time(&mut || {
+        model.encode_image(image, cache.bytes_mut(), arena.bytes_mut(), pool)?;
+        Ok(())
+    })?;
+    let encoded = model.encode_image(image, cache.bytes_mut(), arena.bytes_mut(), pool)?;
+    let mut one = || -> Result<()> {
+        model.forward_with(
+            qformer_core::Image::Encoded(&encoded),
+            Some(t),
+            arena.bytes_mut(),
+            &mut out,
+            None,
+            pool,
+            none,
+        )?;
+        Ok(())
+    };
+    let question = time(&mut one)?;
+    if out != direct {
+        bail!("internal error: the answer against the encoded image differs from the full forward's");
+    }
+    println!(
+        "{questions} questions about one image of {m} tokens: full forward {full:.2} ms each; encode the image once {encode:.2} ms, then {question:.2} ms per question ({:.2}x a full forward); {questions} questions: {:.2} ms against {:.2} ms; encoded image {} (outputs bit-identical)",
+        question / full,
+        encode + questions as f64 * question,
+        questions as f64 * full,
+        report::bytes(model.encoded_image_bytes())
+    );
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
 fn bench(
     model_path: &Path,
     input: Option<&Path>,
+    prompt: &Prompt,
+    questions: Option<usize>,
     threads: usize,
     warmup: usize,
     iters: usize,
@@ -295,6 +491,9 @@ fn bench(
 ) -> Result<()> {
     if iters == 0 {
         bail!("--iters must be at least 1");
+    }
+    if questions == Some(0) {
+        bail!("--questions must be at least 1");
     }
     let pool = Threads::new(threads)?;
     let blob = load.open(model_path)?;
@@ -311,7 +510,14 @@ fn bench(
             Images { data: synth::images(1, 1, m, dv, &[], 1.0), batch: 1, tokens: m, dim: dv }
         }
     };
-    let run = || run_batch_with(&model, &images.data, images.batch, images.tokens, false, &pool);
+    let text = instructions(&model, input, prompt, images.batch)?;
+    if let Some(q) = questions {
+        let Some(t) = &text else {
+            bail!("--questions needs an instruction (--prompt, or qformer_input_ids in --input)")
+        };
+        return bench_questions(&model, &images, t, q, &pool, iters);
+    }
+    let run = || run_batch_text(&model, &images.data, images.batch, images.tokens, text.as_ref(), false, &pool);
     for _ in 0..warmup {
         run()?;
     }
@@ -322,8 +528,7 @@ fn bench(
         run()?;
         ms.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    ms.sort_by(f64::total_cmp);
-    let median = if iters % 2 == 1 { ms[iters / 2] } else { (ms[iters / 2 - 1] + ms[iters / 2]) / 2.0 };
+    let median = median(&mut ms);
     let throughput = images.batch as f64 / (median / 1e3);
     let rss = peak_rss();
     let k = model.kernels();

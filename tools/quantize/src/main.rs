@@ -1,6 +1,7 @@
-//! `quantize`: turns a Hugging Face / LAVIS safetensors checkpoint of BLIP-2 or MiniGPT-4
-//! into a qformer blob. InstructBLIP checkpoints are refused (its instruction-aware
-//! Q-Former is not supported yet).
+//! `quantize`: turns a Hugging Face / LAVIS safetensors checkpoint of BLIP-2, InstructBLIP or
+//! MiniGPT-4 into a qformer blob. An InstructBLIP blob also carries the instruction path:
+//! word and position embeddings, the text-side feed-forward of every layer, and the
+//! Q-Former tokenizer's vocabulary.
 //!
 //! ```text
 //! quantize MODEL -o OUT.qfb --dtype f32|fp16|int8
@@ -38,7 +39,7 @@ enum Dtype {
 #[command(
     name = "quantize",
     version,
-    about = "Turn a BLIP-2 / MiniGPT-4 safetensors checkpoint into a qformer blob (InstructBLIP is not supported yet)"
+    about = "Turn a BLIP-2 / InstructBLIP / MiniGPT-4 safetensors checkpoint into a qformer blob"
 )]
 struct Args {
     /// Checkpoint directory (config.json + model.safetensors or sharded
@@ -60,6 +61,15 @@ struct Args {
     /// else 257).
     #[arg(long)]
     max_image_tokens: Option<u32>,
+    /// InstructBLIP: the Q-Former tokenizer directory (BERT WordPiece: vocab.txt,
+    /// tokenizer_config.json); default: qformer_tokenizer/ beside the weights.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// InstructBLIP: the most instruction tokens (`[CLS]` and `[SEP]` included) to plan the arena
+    /// for, and position embeddings to keep (default: 128, LAVIS's max_txt_len, or the
+    /// checkpoint's position table if shorter).
+    #[arg(long)]
+    max_text_tokens: Option<u32>,
     /// No progress bars.
     #[arg(long, short)]
     quiet: bool,
@@ -90,8 +100,13 @@ fn main() -> ExitCode {
 }
 
 fn quantize(args: Args) -> Result<()> {
-    let opts =
-        LoadOptions { config: args.config.clone(), max_image_tokens: args.max_image_tokens, progress: !args.quiet };
+    let opts = LoadOptions {
+        config: args.config.clone(),
+        max_image_tokens: args.max_image_tokens,
+        progress: !args.quiet,
+        tokenizer: args.tokenizer.clone(),
+        max_text_tokens: args.max_text_tokens,
+    };
     let ck = checkpoint::Checkpoint::open(&args.model, args.config.as_deref())?;
     // Before the work: an output that would destroy a source file is refused, and the
     // temporary file exists from here on (removed on failure or signal).

@@ -164,7 +164,28 @@ fn new_blobs_respect_the_umask() {
 }
 
 #[test]
-fn instructblip_checkpoint_is_refused() {
+fn instructblip_checkpoints_quantize_with_their_text_parts() {
+    // The whole InstructBLIP checkpoint, its tokenizer found in qformer_tokenizer/.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ib.qfb");
+    let src = fixture("instructblip_hf_sharded");
+    let o = quantize(&[src.as_os_str(), "-o".as_ref(), out.as_os_str(), "-q".as_ref()]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(text.contains("instruction            up to 32 tokens") && text.contains("BERT WordPiece"), "{text}");
+    // --max-text-tokens plans a shorter instruction (and keeps fewer position embeddings).
+    let short = dir.path().join("short.qfb");
+    let o = quantize(&[
+        src.as_os_str(),
+        "-o".as_ref(),
+        short.as_os_str(),
+        "-q".as_ref(),
+        "--max-text-tokens".as_ref(),
+        "8".as_ref(),
+    ]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("up to 8 tokens"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::metadata(&short).unwrap().len() < std::fs::metadata(&out).unwrap().len());
+    // A config that says InstructBLIP over a checkpoint without the instruction path.
     let dir = copy_case("hf_relu_f1");
     let cfg = dir.path().join("config.json");
     let text = std::fs::read_to_string(&cfg)
@@ -175,11 +196,11 @@ fn instructblip_checkpoint_is_refused() {
     let o = quantize(&[dir.path().as_os_str(), "-o".as_ref(), out.as_os_str(), "-q".as_ref()]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains("InstructBLIP") && err.contains("not supported yet"), "{err}");
+    assert!(err.contains("says this is InstructBLIP") && err.contains("word_embeddings"), "{err}");
     assert!(!out.exists());
     let help = quantize(&["--help".as_ref()]);
     let help = String::from_utf8_lossy(&help.stdout);
-    assert!(help.contains("InstructBLIP is not supported yet"), "{help}");
+    assert!(help.contains("BLIP-2 / InstructBLIP / MiniGPT-4") && help.contains("--tokenizer"), "{help}");
 }
 
 #[cfg(unix)]
