@@ -6,7 +6,9 @@
 use qformer_core::blob::{self, Role};
 use qformer_core::{Activation, Config};
 
-use crate::weights::{Tensor, Weights};
+use crate::vocab::TokenizerSpec;
+use crate::weights::{holds_values, Tensor, VocabTables, Weights};
+use qformer_core::tokenizer::TokenizerOptions;
 
 /// SplitMix64 with Box-Muller normals.
 #[derive(Clone, Debug)]
@@ -93,6 +95,78 @@ pub const MCU: Config = Config {
     vocab_bytes: 0,
 };
 
+/// The synthetic models' vocabulary: BERT's special tokens, then letters, digits and
+/// punctuation with their `##` continuations, then common words of visual questions; an
+/// uncased BERT WordPiece vocabulary in miniature, so the tokenizer gives a realistic mix of
+/// whole words, pieces and `[UNK]`. A model with more rows pads it with unused tokens.
+pub const WORDS: &str = "[PAD] [UNK] [CLS] [SEP] [MASK] \
+    a b c d e f g h i j k l m n o p q r s t u v w x y z 0 1 2 3 4 5 6 7 8 9 . , ? ! ' \" - : ; ( ) / \
+    ##a ##b ##c ##d ##e ##f ##g ##h ##i ##j ##k ##l ##m ##n ##o ##p ##q ##r ##s ##t ##u ##v ##w ##x ##y ##z \
+    ##0 ##1 ##2 ##3 ##4 ##5 ##6 ##7 ##8 ##9 ##s ##ed ##ing ##er ##ly \
+    the of and to in is on it that this with for are what where how many which who why does do there \
+    picture image photo scene describe detail details color colour colours red blue green yellow black white \
+    car cars bus dog dogs cat person people man woman child sky water tree trees road street building \
+    room table chair window door sign text left right front back behind near next top bottom \
+    large small big little one two three number count shape kind type doing holding wearing \
+    answer question short sentence briefly please can you tell me about be";
+
+/// The tokens of [`WORDS`] padded to `rows` (unused tokens no text tokenizes to: `[` is split
+/// off as punctuation before WordPiece looks words up), as the blob stores them.
+pub fn vocab(rows: usize) -> VocabTables {
+    let mut tokens: Vec<String> = Vec::new();
+    for w in WORDS.split_whitespace() {
+        if !tokens.iter().any(|t| t == w) {
+            tokens.push(w.to_string());
+        }
+    }
+    let first_added = rows.max(tokens.len()) as u32;
+    for i in tokens.len()..rows {
+        tokens.push(format!("[unused{i}]"));
+    }
+    let options = TokenizerOptions {
+        lowercase: true,
+        strip_accents: true,
+        truncate_left: false,
+        cls: 2,
+        sep: 3,
+        unk: 1,
+        pad: 0,
+        first_added,
+    };
+    let (text, offsets, sorted) = TokenizerSpec { tokens, options }.tables();
+    VocabTables { text, offsets, sorted, options }
+}
+
+/// Tokens of [`WORDS`] (the vocabulary of the small synthetic InstructBLIP models).
+pub fn word_count() -> u32 {
+    (vocab(0).offsets.len() - 1) as u32
+}
+
+/// The demo's model with InstructBLIP's text parts: instructions up to 32 tokens over
+/// [`WORDS`].
+pub fn demo_instruct() -> Config {
+    with_text(DEMO, 32, word_count())
+}
+
+/// The firmware examples' model with InstructBLIP's text parts: instructions up to 16 tokens
+/// over [`WORDS`].
+pub fn mcu_instruct() -> Config {
+    with_text(MCU, 16, word_count())
+}
+
+/// InstructBLIP's Q-Former at full size ([`Config::INSTRUCTBLIP`]: BLIP-2's, the BERT-sized
+/// vocabulary of 30,523 rows, instructions up to 128 tokens, projection to 4096).
+pub fn instructblip() -> Config {
+    with_text(Config::INSTRUCTBLIP, 128, Config::INSTRUCTBLIP.vocab_size)
+}
+
+/// `config` with InstructBLIP's text parts: instructions up to `max_text_tokens`, a
+/// vocabulary of `vocab_size` rows ([`vocab`]).
+pub fn with_text(config: Config, max_text_tokens: u32, vocab_size: u32) -> Config {
+    let bytes = vocab(vocab_size as usize).text.len() as u32;
+    Config { max_text_tokens, vocab_size, vocab_bytes: bytes, ..config }
+}
+
 impl Spec {
     /// Hugging Face's initialisation (`initializer_range` 0.02): weights N(0, 0.02), biases
     /// 0, LayerNorm gains 1.
@@ -116,9 +190,14 @@ impl Spec {
                 let (rows, cols) = (r as usize, cols as usize);
                 let is_gain = matches!(
                     role,
-                    Role::InputNormWeight | Role::SelfNormWeight | Role::CrossNormWeight | Role::FfnNormWeight
+                    Role::InputNormWeight
+                        | Role::SelfNormWeight
+                        | Role::CrossNormWeight
+                        | Role::FfnNormWeight
+                        | Role::TextNormWeight
                 );
-                let data = (0..rows * cols)
+                let values = if holds_values(role) { rows * cols } else { 0 };
+                let data = (0..values)
                     .map(|_| {
                         let z = rng.normal() as f32;
                         if is_gain {
@@ -135,7 +214,8 @@ impl Spec {
                 Tensor { role, layer, rows, cols, data }
             })
             .collect();
-        Weights::new(c, tensors, None).expect("synthetic weights follow the canonical layout")
+        let vocab = c.has_text().then(|| vocab(c.vocab_size as usize));
+        Weights::new(c, tensors, vocab).expect("synthetic weights follow the canonical layout")
     }
 }
 

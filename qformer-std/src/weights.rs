@@ -133,7 +133,9 @@ impl Weights {
 
 /// Writes `w` as a Hugging Face BLIP-2 checkpoint directory: `config.json` (a
 /// `Blip2Config` with the fields this project reads) and `model.safetensors` with
-/// Hugging Face key names, so `quantize` and `verify` read it like a downloaded one.
+/// Hugging Face key names, so `quantize` and `verify` read it like a downloaded one. With
+/// text parts it is an InstructBLIP directory instead (`InstructBlipConfig`, the Q-Former's
+/// `qformer.embeddings.*` and text feed-forward, and `qformer_tokenizer/` with `vocab.txt`).
 /// `max_image_tokens - 1` must be a square (the vision encoder's patch grid).
 pub fn save_hf_checkpoint(w: &Weights, dir: &std::path::Path) -> Result<()> {
     use anyhow::Context;
@@ -143,12 +145,13 @@ pub fn save_hf_checkpoint(w: &Weights, dir: &std::path::Path) -> Result<()> {
         bail!("max_image_tokens {} is not a square patch grid plus one", c.max_image_tokens);
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let config = serde_json::json!({
-        "architectures": ["Blip2ForConditionalGeneration"],
-        "model_type": "blip-2",
+    let text = c.has_text();
+    let mut config = serde_json::json!({
+        "architectures": [if text { "InstructBlipForConditionalGeneration" } else { "Blip2ForConditionalGeneration" }],
+        "model_type": if text { "instructblip" } else { "blip-2" },
         "num_query_tokens": c.num_queries,
         "qformer_config": {
-            "model_type": "blip_2_qformer",
+            "model_type": if text { "instructblip_qformer" } else { "blip_2_qformer" },
             "hidden_size": c.hidden,
             "num_hidden_layers": c.num_layers,
             "num_attention_heads": c.num_heads,
@@ -161,11 +164,43 @@ pub fn save_hf_checkpoint(w: &Weights, dir: &std::path::Path) -> Result<()> {
         "vision_config": { "hidden_size": c.encoder_hidden, "image_size": grid * 14, "patch_size": 14 },
         "text_config": { "hidden_size": if c.projection_dim > 0 { c.projection_dim } else { 2560 } },
     });
+    if let Some(v) = w.vocab.as_ref().filter(|_| text) {
+        config["qformer_config"]["vocab_size"] = c.vocab_size.into();
+        config["qformer_config"]["max_position_embeddings"] = c.max_text_tokens.into();
+        let tokenizer = dir.join("qformer_tokenizer");
+        std::fs::create_dir_all(&tokenizer).with_context(|| format!("cannot create {}", tokenizer.display()))?;
+        let table = qformer_core::tokenizer::Vocab::new(&v.text, &v.offsets, &v.sorted)
+            .map_err(|e| anyhow::anyhow!("the vocabulary is inconsistent: {e}"))?;
+        let lines: String = (0..table.len() as u32).map(|i| format!("{}\n", table.token(i).unwrap_or(""))).collect();
+        crate::write_atomic(&tokenizer.join("vocab.txt"), lines.as_bytes())?;
+        let o = &v.options;
+        let tc = serde_json::json!({
+            "tokenizer_class": "BertTokenizer",
+            "do_lower_case": o.lowercase,
+            "strip_accents": if o.strip_accents == o.lowercase { serde_json::Value::Null } else { o.strip_accents.into() },
+            "truncation_side": if o.truncate_left { "left" } else { "right" },
+            "cls_token": table.token(o.cls),
+            "sep_token": table.token(o.sep),
+            "unk_token": table.token(o.unk),
+            "pad_token": table.token(o.pad),
+        });
+        let tc = serde_json::to_string_pretty(&tc).context("encode tokenizer config")?;
+        crate::write_atomic(&tokenizer.join("tokenizer_config.json"), tc.as_bytes())?;
+    }
     let text = serde_json::to_string_pretty(&config).context("encode config")?;
     crate::write_atomic(&dir.join("config.json"), text.as_bytes())?;
-    let names: Vec<String> = w.tensors.iter().map(|t| hf_name(t.role, t.layer)).collect();
-    let shapes: Vec<Vec<usize>> = w
-        .tensors
+    // The vocabulary's tables are the tokenizer's files, not tensors.
+    let tensors: Vec<&Tensor> = w.tensors.iter().filter(|t| holds_values(t.role)).collect();
+    let names: Vec<String> = tensors
+        .iter()
+        .map(|t| match t.role {
+            // InstructBLIP's name for the input LayerNorm.
+            Role::InputNormWeight if c.has_text() => "qformer.embeddings.layernorm.weight".into(),
+            Role::InputNormBias if c.has_text() => "qformer.embeddings.layernorm.bias".into(),
+            _ => hf_name(t.role, t.layer),
+        })
+        .collect();
+    let shapes: Vec<Vec<usize>> = tensors
         .iter()
         .map(|t| match t.role {
             Role::QueryTokens => vec![1, t.rows, t.cols],
@@ -174,6 +209,6 @@ pub fn save_hf_checkpoint(w: &Weights, dir: &std::path::Path) -> Result<()> {
         })
         .collect();
     let list: Vec<(&str, Vec<usize>, &[f32])> =
-        w.tensors.iter().enumerate().map(|(i, t)| (names[i].as_str(), shapes[i].clone(), t.data.as_slice())).collect();
+        tensors.iter().enumerate().map(|(i, t)| (names[i].as_str(), shapes[i].clone(), t.data.as_slice())).collect();
     crate::io::write_tensors(&dir.join("model.safetensors"), &list)
 }

@@ -129,7 +129,11 @@ enum Command {
         dir: PathBuf,
         /// `blip2`: BLIP-2's Q-Former (12 x 768, 257 x 1408 image features); `demo`: the
         /// demo's small model; `mcu`: the firmware examples' model (4 x 128, 50 x 192 image
-        /// features; 815 KiB in int8).
+        /// features; 815 KiB in int8); `instructblip`: InstructBLIP's (BLIP-2's, plus a
+        /// 30,523-row vocabulary and instructions up to 128 tokens); `demo-instruct`,
+        /// `mcu-instruct`: the small ones with text parts over a built-in vocabulary of a few
+        /// hundred tokens (instructions up to 32 / 16 tokens). The InstructBLIP presets also
+        /// write qformer_tokenizer/.
         #[arg(long, default_value = "blip2")]
         preset: Preset,
         /// Images in input.safetensors.
@@ -188,6 +192,9 @@ enum Preset {
     Blip2,
     Demo,
     Mcu,
+    Instructblip,
+    DemoInstruct,
+    McuInstruct,
 }
 
 fn main() -> ExitCode {
@@ -589,6 +596,9 @@ fn synth_checkpoint(dir: &Path, preset: Preset, batch: usize, outliers: &[usize]
         Preset::Blip2 => qformer_core::Config::BLIP2,
         Preset::Demo => synth::DEMO,
         Preset::Mcu => synth::MCU,
+        Preset::Instructblip => synth::instructblip(),
+        Preset::DemoInstruct => synth::demo_instruct(),
+        Preset::McuInstruct => synth::mcu_instruct(),
     };
     if let Some(c) = outliers.iter().find(|&&c| c >= config.encoder_hidden as usize) {
         bail!("outlier channel {c} is beyond d_v = {}", config.encoder_hidden);
@@ -607,7 +617,7 @@ fn synth_checkpoint(dir: &Path, preset: Preset, batch: usize, outliers: &[usize]
     // A failure (a full disk) or a signal removes what this command created: the directory
     // if it made it, else the files that were not there before.
     let created = CreatedDir::create(dir)?;
-    let names = ["config.json", "model.safetensors", "input.safetensors"];
+    let names = ["config.json", "model.safetensors", "input.safetensors", "qformer_tokenizer"];
     let new_files: Vec<PathBuf> =
         names.iter().map(|n| dir.join(n)).filter(|p| std::fs::symlink_metadata(p).is_err()).collect();
     let result = (|| {
@@ -621,7 +631,7 @@ fn synth_checkpoint(dir: &Path, preset: Preset, batch: usize, outliers: &[usize]
         Ok(()) => {}
         Err(e) => {
             for f in &new_files {
-                let _ = std::fs::remove_file(f);
+                let _ = std::fs::remove_file(f).or_else(|_| std::fs::remove_dir_all(f));
             }
             return Err(e);
         }
@@ -674,5 +684,89 @@ fn demo(runs: usize) -> Result<()> {
         );
     }
     println!("\n(cosine and max abs error of qformer_output against the fp32 reference; time: median of {runs} runs, one thread; int8 GEMM: {})", detect_kernels().q8.name());
+    demo_instruct(runs)
+}
+
+/// The demo's InstructBLIP part: the same model with text parts, an instruction tokenized by
+/// each blob's own vocabulary, every dtype against the fp32 reference; then two more
+/// questions about the first image through its encoded keys and values.
+fn demo_instruct(runs: usize) -> Result<()> {
+    let weights = synth::Spec::hf_init(synth::demo_instruct(), 2025).build();
+    let c = weights.config;
+    let (m, dv) = (c.max_image_tokens as usize, c.encoder_hidden as usize);
+    let image = synth::images(8, 1, m, dv, &[3, 100, 257], 30.0);
+    let prompts =
+        ["What is the colour of the car in this picture?", "How many people are there?", "Describe the image briefly."];
+    println!(
+        "\nInstructBLIP: the same model with text parts (instructions up to {} tokens, a built-in vocabulary of {} tokens); instruction {:?}",
+        c.max_text_tokens, c.vocab_size, prompts[0]
+    );
+    println!(
+        "{:<6} {:>12} {:>12} {:>14} {:>12} {:>11}",
+        "dtype", "blob bytes", "arena bytes", "ms per image", "cosine", "max abs"
+    );
+    let mut last = None;
+    for precision in [Precision::F32, Precision::F16, Precision::Int8] {
+        let bytes = build_blob(&weights, BlobOptions::new(precision), || {})?;
+        let blob = BlobBytes::copy(&bytes);
+        let model = Model::from_blob(blob.bytes())?.with_kernels(detect_kernels());
+        let mut ids = vec![0u32; c.max_text_tokens as usize];
+        let t = model.tokenize(prompts[0], &mut ids)?;
+        ids.truncate(t.len);
+        let text = Instructions::one(ids.clone());
+        let want = reference::forward_text(&weights, &image, m, Some((&ids, &text.mask))).output;
+        let mut times = Vec::new();
+        let mut out = None;
+        for _ in 0..runs {
+            let t = Instant::now();
+            out = Some(run_batch_text(&model, &image, 1, m, Some(&text), false, &qformer_core::Sequential)?);
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        let a = agreement(&out.expect("ran at least once").output, &want);
+        println!(
+            "{:<6} {:>12} {:>12} {:>14.2} {:>12.7} {:>11.2e}",
+            precision.name(),
+            bytes.len(),
+            model.arena_bytes(),
+            median(&mut times),
+            a.cosine,
+            a.max_abs
+        );
+        last = Some(bytes);
+    }
+    // Many questions about one image (int8): its cross-attention keys and values once.
+    let bytes = last.expect("three dtypes ran");
+    let blob = BlobBytes::copy(&bytes);
+    let model = Model::from_blob(blob.bytes())?.with_kernels(detect_kernels());
+    let mut arena = qformer_std::runtime::Arena::new(model.arena_bytes());
+    let mut cache = qformer_std::runtime::Arena::new(model.encoded_image_bytes());
+    let seq = &qformer_core::Sequential;
+    let t = Instant::now();
+    let encoded = model.encode_image(&image, cache.bytes_mut(), arena.bytes_mut(), seq)?;
+    let encode_ms = t.elapsed().as_secs_f64() * 1e3;
+    let mut out = vec![0f32; (c.num_queries * c.hidden) as usize];
+    for p in &prompts[1..] {
+        let mut ids = vec![0u32; c.max_text_tokens as usize];
+        let n = model.tokenize(p, &mut ids)?.len;
+        let t = Instant::now();
+        let text = qformer_core::Text { ids: &ids[..n], mask: None };
+        let none = &mut |_: usize, _: &[f32]| {};
+        model.forward_with(
+            qformer_core::Image::Encoded(&encoded),
+            Some(text),
+            arena.bytes_mut(),
+            &mut out,
+            None,
+            seq,
+            none,
+        )?;
+        let question_ms = t.elapsed().as_secs_f64() * 1e3;
+        let want = reference::forward_text(&weights, &image, m, Some((&ids[..n], &vec![1; n]))).output;
+        println!(
+            "int8, image encoded once ({encode_ms:.2} ms, {}): {p:?} in {question_ms:.2} ms, cosine {:.7}",
+            report::bytes(model.encoded_image_bytes()),
+            agreement(&out, &want).cosine
+        );
+    }
     Ok(())
 }
