@@ -68,6 +68,9 @@ fn write_seed_corpora() {
         &build_blob(&small, BlobOptions { precision: Precision::Int8, group: 16 }, || {}).unwrap(),
     );
     put(&dir, "small_f32.qfb", &build_blob(&small, BlobOptions::new(Precision::F32), || {}).unwrap());
+    // InstructBLIP: text parts (embeddings, text feed-forward, the vocabulary's tables).
+    let instruct = Spec::textured(qformer_std::synth::with_text(SMALL, 6, qformer_std::synth::word_count()), 12).build();
+    put(&dir, "small_instruct_int8.qfb", &build_blob(&instruct, BlobOptions::new(Precision::Int8), || {}).unwrap());
     let data_offset = u32::from_le_bytes(int8[32..36].try_into().unwrap()) as usize;
     put(&dir, "trunc_header.qfb", &int8[..HEADER_BYTES]);
     put(&dir, "trunc_table.qfb", &int8[..data_offset]);
