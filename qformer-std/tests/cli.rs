@@ -125,9 +125,19 @@ fn demo_prints_a_row_per_dtype() {
     let o = qformer(&["demo".as_ref()]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{text}");
+    // Two tables (BLIP-2, then InstructBLIP with a tokenized instruction), a row per dtype
+    // each, every cosine against the fp32 reference at its bar.
     for dtype in ["f32 ", "fp16 ", "int8 "] {
-        assert!(text.lines().any(|l| l.starts_with(dtype)), "no {dtype} row: {text}");
+        let rows: Vec<&str> = text.lines().filter(|l| l.starts_with(dtype)).collect();
+        assert_eq!(rows.len(), 2, "{dtype} rows: {text}");
+        for row in rows {
+            let cosine: f64 = row.split_whitespace().nth(4).unwrap().parse().unwrap();
+            assert!(cosine >= if dtype == "int8 " { 0.9999 } else { 0.999999 }, "{row}");
+        }
     }
+    assert!(text.contains("InstructBLIP: the same model with text parts"), "{text}");
+    let questions: Vec<&str> = text.lines().filter(|l| l.starts_with("int8, image encoded once")).collect();
+    assert_eq!(questions.len(), 2, "{text}");
 }
 
 /// Runs `qformer` with a deadline: a command that blocks (on a FIFO, say) fails the test
