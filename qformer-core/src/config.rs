@@ -96,10 +96,11 @@ impl Config {
     };
 
     /// InstructBLIP's Q-Former (`Salesforce/instructblip-vicuna-7b`): BLIP-2's, with the
-    /// BERT-base uncased vocabulary plus `[DEC]` (30,523 tokens), instructions up to 128
-    /// tokens (LAVIS's `max_txt_len`) and a projection to Vicuna-7B's 4096.
+    /// BERT-base uncased vocabulary plus `[DEC]` (30,523 tokens of 200,991 bytes),
+    /// instructions up to 128 tokens (LAVIS's `max_txt_len`) and a projection to Vicuna-7B's
+    /// 4096.
     pub const INSTRUCTBLIP: Config =
-        Config { projection_dim: 4096, max_text_tokens: 128, vocab_size: 30523, vocab_bytes: 0, ..Config::BLIP2 };
+        Config { projection_dim: 4096, max_text_tokens: 128, vocab_size: 30523, vocab_bytes: 200_991, ..Config::BLIP2 };
 
     /// Whether the blob carries InstructBLIP's text parts (embeddings, text feed-forward,
     /// vocabulary).

@@ -1,5 +1,7 @@
-//! `qformer-core`: the Q-Former of BLIP-2 and MiniGPT-4 for edge hardware (the query-only
-//! path; InstructBLIP's instruction-aware Q-Former is not implemented yet).
+//! `qformer-core`: the Q-Former of BLIP-2, InstructBLIP and MiniGPT-4 for edge hardware.
+//! InstructBLIP's instruction joins the queries ([`Model::forward_text`], tokenized on the
+//! device by [`tokenizer`] with the blob's own vocabulary), and an image's cross-attention
+//! keys and values can be projected once for many questions ([`Model::encode_image`]).
 //!
 //! * `#![no_std]`, no `alloc`: the weights are read in place from a flat blob (`&[u8]` from
 //!   flash, `include_bytes!` or mmap), and every activation lives in a caller-provided arena

@@ -126,3 +126,12 @@ fn int8_model_output_bytes_equal_the_host_reference_with_every_kernel() {
         assert!(bytes == TINY_OUTPUT, "{}: int8 output differs from the host's", q8.name());
     }
 }
+
+/// The named configs are valid, and InstructBLIP's arena is what its plan says.
+#[test]
+fn named_configs_validate() {
+    for c in [crate::Config::BLIP2, crate::Config::INSTRUCTBLIP] {
+        c.validate().expect("valid");
+    }
+    assert!(crate::Config::INSTRUCTBLIP.has_text() && !crate::Config::BLIP2.has_text());
+}
