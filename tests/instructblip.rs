@@ -256,7 +256,8 @@ fn int8_embeddings_alone_cost_under_5e5_of_cosine() {
         let texts = g.instructions("").unwrap();
         let rounded = |int8: bool| {
             let mut q = w.clone();
-            for t in q.tensors.iter_mut().filter(|t| matches!(t.role, Role::WordEmbeddings | Role::PositionEmbeddings)) {
+            for t in q.tensors.iter_mut().filter(|t| matches!(t.role, Role::WordEmbeddings | Role::PositionEmbeddings))
+            {
                 if !int8 {
                     t.data.iter_mut().for_each(|v| *v = half::f16::from_f32(*v).to_f32());
                     continue;

@@ -198,8 +198,6 @@ impl EncodedImage<'_> {
 enum KvSource<'s> {
     /// The block's own input (self-attention).
     Own,
-    /// int8: the block's input quantized, with its row count.
-    Quantized(QRows<'s>, usize),
     /// int8: the quantized image features.
     Image(&'s QImage<'s>),
     /// f32 paths: the image features and their token count.
@@ -215,6 +213,23 @@ impl<'s> KvSource<'s> {
             Features::F32(f, t) => KvSource::Float(f, *t),
         }
     }
+}
+
+/// What the int8 key and value projections of a head read: the block's quantized input
+/// (with its row count), or the quantized image features (with their outlier channels).
+#[derive(Clone, Copy)]
+enum Int8Source<'s> {
+    Input(QRows<'s>, usize),
+    Image(&'s QImage<'s>),
+}
+
+/// Where the int8 attention gets each head's quantized keys and values.
+#[derive(Clone, Copy)]
+enum HeadKv<'s> {
+    /// Projected and quantized just before the head uses them.
+    Project(Int8Source<'s>),
+    /// Read from an encoded image, with the layer's index among those with cross-attention.
+    Encoded(&'s EncodedImage<'s>, usize),
 }
 
 /// The image as a forward holds it.
@@ -473,7 +488,7 @@ impl<'a> Model<'a> {
                     let b = self.plan.attention.int8(whole.region)?;
                     for h in 0..c.num_heads as usize {
                         let (mut kq, mut vtq) = self.cache.int8_mut(cache, index)?;
-                        self.project_head(exec, &w, h, KvSource::Image(q), b.k, &mut kq, &mut vtq);
+                        self.project_head(exec, &w, h, Int8Source::Image(q), b.k, &mut kq, &mut vtq);
                         index += 1;
                     }
                 }
@@ -726,17 +741,15 @@ impl<'a> Model<'a> {
         exec: &dyn Executor,
         w: &AttentionWeights<'_>,
         h: usize,
-        src: KvSource<'_>,
+        src: Int8Source<'_>,
         tmp: &mut [f32],
         kq: &'q mut QBuf<'_>,
         vtq: &'q mut QBuf<'_>,
     ) -> (QRows<'q>, QRows<'q>) {
         let dh = self.config.head_dim();
         let (rows, t, image) = match src {
-            KvSource::Image(image) => (image.rows, image.tokens, Some(image)),
-            KvSource::Quantized(rows, t) => (rows, t, None),
-            // The callers project only from features or a quantized input.
-            _ => (QRows::EMPTY, 0, None),
+            Int8Source::Image(image) => (image.rows, image.tokens, Some(image)),
+            Int8Source::Input(rows, t) => (rows, t, None),
         };
         let outputs = h * dh..(h + 1) * dh;
         let project = |proj: &Linear<'_>, out: &mut [f32]| {
@@ -771,23 +784,25 @@ impl<'a> Model<'a> {
         let scale = 1.0 / libm::sqrtf(dh as f32);
         let mut b = self.plan.attention.int8(region)?;
         let xin = self.quantize(rows_of(x, n, d), &mut b.xq);
-        let (kv, t) = match kv {
-            KvSource::Own => (KvSource::Quantized(xin, n), n),
-            KvSource::Image(image) => (kv, image.tokens),
-            KvSource::Encoded(e, _) => (kv, e.tokens),
-            KvSource::Quantized(_, t) | KvSource::Float(_, t) => (kv, t),
+        // The keys and values: projected per head from the input or the image, or read from
+        // an encoded image.
+        let (source, t) = match kv {
+            KvSource::Image(image) => (HeadKv::Project(Int8Source::Image(image)), image.tokens),
+            KvSource::Encoded(e, layer) => (HeadKv::Encoded(e, layer), e.tokens),
+            // `Float` is the f32 paths' (`Model::attention` never passes it here).
+            KvSource::Own | KvSource::Float(..) => (HeadKv::Project(Int8Source::Input(xin, n)), n),
         };
         w.q.apply(&self.kernels, exec, Input::Q(xin), n, b.q, d);
         for h in 0..heads {
-            let (kh, vh) = match kv {
-                KvSource::Encoded(e, layer) => {
+            let (kh, vh) = match source {
+                HeadKv::Project(src) => self.project_head(exec, w, h, src, b.k, &mut b.kq, &mut b.vtq),
+                HeadKv::Encoded(e, layer) => {
                     let [(kv_, ks), (vv, vs)] = self.cache.int8(e.bytes, layer * heads + h)?;
                     let g = self.group();
                     let k = QRows { values: kv_, scales: ks, stride: round_up(dh, g), group: g };
                     let v = QRows { values: vv, scales: vs, stride: round_up(t, g), group: g };
                     (k.rows(0..t), v.rows(0..dh))
                 }
-                _ => self.project_head(exec, w, h, kv, b.k, &mut b.kq, &mut b.vtq),
             };
             let q = Strided { data: &b.q[h * dh..], rows: n, cols: dh, row_stride: d, col_stride: 1 };
             let qh = self.quantize(q, &mut b.head_qq);

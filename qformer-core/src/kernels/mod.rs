@@ -356,9 +356,6 @@ pub struct QRows<'a> {
 }
 
 impl<'a> QRows<'a> {
-    /// No rows.
-    pub const EMPTY: QRows<'static> = QRows { values: &[], scales: &[], stride: 16, group: 16 };
-
     /// Number of rows.
     pub fn row_count(&self) -> usize {
         self.values.len().checked_div(self.stride).unwrap_or(0)
