@@ -639,8 +639,29 @@ pub fn load_from(ck: &Checkpoint, opts: &LoadOptions) -> Result<Weights> {
     Weights::new(config, tensors, tokenizer)
 }
 
-/// The InstructBLIP Q-Former tokenizer of `ck`: `opts.tokenizer`, else `qformer_tokenizer/`
-/// beside the weights.
+/// Where the InstructBLIP Q-Former tokenizer of `ck` is: `opts.tokenizer`, else
+/// `qformer_tokenizer/` beside the weights.
+pub fn tokenizer_dir(ck: &Checkpoint, opts: &LoadOptions) -> PathBuf {
+    match &opts.tokenizer {
+        Some(d) => d.clone(),
+        None => {
+            let base = if ck.source.is_dir() {
+                ck.source.clone()
+            } else {
+                ck.source.parent().unwrap_or(Path::new(".")).to_path_buf()
+            };
+            base.join("qformer_tokenizer")
+        }
+    }
+}
+
+/// The files of `ck`'s tokenizer directory that exist (an output must not be one of them).
+pub fn tokenizer_files(ck: &Checkpoint, opts: &LoadOptions) -> Vec<PathBuf> {
+    let dir = tokenizer_dir(ck, opts);
+    crate::vocab::FILES.iter().map(|f| dir.join(f)).filter(|p| p.exists()).collect()
+}
+
+/// The InstructBLIP Q-Former tokenizer of `ck` ([`tokenizer_dir`]).
 fn load_tokenizer(ck: &Checkpoint, opts: &LoadOptions) -> Result<TokenizerSpec> {
     let dir = match &opts.tokenizer {
         Some(d) => d.clone(),

@@ -27,6 +27,10 @@ use serde_json::Value;
 
 use crate::files::read_bounded;
 
+/// The files of a tokenizer directory this module may read.
+pub const FILES: [&str; 5] =
+    ["vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "tokenizer.json"];
+
 /// Largest tokenizer file read (a BERT `vocab.txt` is 232 KB, a `tokenizer.json` 466 KB).
 const MAX_FILE_BYTES: u64 = 64 << 20;
 

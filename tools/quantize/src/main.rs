@@ -110,7 +110,8 @@ fn quantize(args: Args) -> Result<()> {
     let ck = checkpoint::Checkpoint::open(&args.model, args.config.as_deref())?;
     // Before the work: an output that would destroy a source file is refused, and the
     // temporary file exists from here on (removed on failure or signal).
-    let sources: Vec<&std::path::Path> = ck.files().collect();
+    let tokenizer = checkpoint::tokenizer_files(&ck, &opts);
+    let sources: Vec<&std::path::Path> = ck.files().chain(tokenizer.iter().map(PathBuf::as_path)).collect();
     let output = Output::create(&args.output, &sources)?;
     let weights = checkpoint::load_from(&ck, &opts)?;
     drop(ck);

@@ -185,6 +185,13 @@ fn instructblip_checkpoints_quantize_with_their_text_parts() {
     ]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("up to 8 tokens"), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(std::fs::metadata(&short).unwrap().len() < std::fs::metadata(&out).unwrap().len());
+    // The tokenizer's files are sources too: an output over one is refused, the file survives.
+    let vocab = src.join("qformer_tokenizer/vocab.txt");
+    let before = std::fs::read(&vocab).unwrap();
+    let o = quantize(&[src.as_os_str(), "-o".as_ref(), vocab.as_os_str(), "-q".as_ref()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.code() == Some(1) && err.contains("refusing to write"), "{err}");
+    assert_eq!(std::fs::read(&vocab).unwrap(), before);
     // A config that says InstructBLIP over a checkpoint without the instruction path.
     let dir = copy_case("hf_relu_f1");
     let cfg = dir.path().join("config.json");
