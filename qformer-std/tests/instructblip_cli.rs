@@ -204,3 +204,73 @@ fn an_instruction_for_a_blip2_blob_is_refused() {
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && e.contains("has no text parts") && e.contains("takes no instruction"), "{e}");
 }
+
+/// A file's instruction tensors as `(name, dtype, shape, bytes)`.
+fn write_input(dir: &Path, case: &str, extra: Vec<(&str, safetensors::Dtype, Vec<usize>, Vec<u8>)>) -> PathBuf {
+    let images = qformer_std::io::read_images(&fixture(case).join("io.safetensors")).unwrap();
+    let path = dir.join("bad.safetensors");
+    let mut views = vec![(
+        "image_embeds".to_string(),
+        safetensors::tensor::TensorView::new(
+            safetensors::Dtype::F32,
+            vec![images.batch, images.tokens, images.dim],
+            bytemuck::cast_slice(&images.data),
+        )
+        .unwrap(),
+    )];
+    for (name, dtype, shape, bytes) in &extra {
+        views.push((name.to_string(), safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes).unwrap()));
+    }
+    std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn bad_instruction_inputs_are_named() {
+    use safetensors::Dtype::{I32, I64};
+    let dir = tempfile::tempdir().unwrap();
+    let case = "instructblip_hf";
+    let (blob, _) = setup(dir.path(), case, "int8");
+    let i64s = |v: &[i64]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let i32s = |v: &[i32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let cases: Vec<(Vec<(&str, safetensors::Dtype, Vec<usize>, Vec<u8>)>, &str)> = vec![
+        (vec![("qformer_input_ids", I64, vec![1, 3], i64s(&[2, -5, 3]))], "value -5 at flat index 1 is not a token id"),
+        (
+            vec![("qformer_input_ids", I64, vec![1, 3], i64s(&[2, 5, 340]))],
+            "token id 340 at position 2 is not in the vocabulary (size 340)",
+        ),
+        (
+            vec![
+                ("qformer_input_ids", I32, vec![1, 3], i32s(&[2, 5, 3])),
+                ("qformer_attention_mask", I64, vec![1, 3], i64s(&[1, 2, 1])),
+            ],
+            "qformer_attention_mask value 2 at flat index 1 is not 0 or 1",
+        ),
+        (
+            vec![
+                ("qformer_input_ids", I64, vec![1, 3], i64s(&[2, 5, 3])),
+                ("qformer_attention_mask", I64, vec![1, 2], i64s(&[1, 1])),
+            ],
+            "they must match",
+        ),
+        (vec![("qformer_input_ids", I64, vec![3, 2], i64s(&[2, 3, 2, 3, 2, 3]))], "3 instructions for 2 images"),
+        (
+            vec![("qformer_input_ids", I64, vec![1, 17], i64s(&[2; 17]))],
+            "the instruction has 17 tokens; this blob accepts at most 16",
+        ),
+        (
+            vec![("qformer_attention_mask", I64, vec![1, 2], i64s(&[1, 1]))],
+            "has qformer_attention_mask but no qformer_input_ids",
+        ),
+        (
+            vec![("qformer_input_ids", safetensors::Dtype::F32, vec![1, 1], vec![0; 4])],
+            "has dtype F32, expected I64 or I32",
+        ),
+    ];
+    for (tensors, want) in cases {
+        let input = write_input(dir.path(), case, tensors);
+        let o = run(&blob, &input, &dir.path().join("o.safetensors"), &[]);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.code() == Some(1) && e.contains(want), "want {want:?}: {e}");
+    }
+}
