@@ -205,8 +205,11 @@ fn an_instruction_for_a_blip2_blob_is_refused() {
     assert!(!o.status.success() && e.contains("has no text parts") && e.contains("takes no instruction"), "{e}");
 }
 
-/// A file's instruction tensors as `(name, dtype, shape, bytes)`.
-fn write_input(dir: &Path, case: &str, extra: Vec<(&str, safetensors::Dtype, Vec<usize>, Vec<u8>)>) -> PathBuf {
+/// A tensor as `(name, dtype, shape, bytes)`.
+type Raw<'a> = (&'a str, safetensors::Dtype, Vec<usize>, Vec<u8>);
+
+/// The case's images with the tensors `extra`, as an input file.
+fn write_input(dir: &Path, case: &str, extra: Vec<Raw<'_>>) -> PathBuf {
     let images = qformer_std::io::read_images(&fixture(case).join("io.safetensors")).unwrap();
     let path = dir.join("bad.safetensors");
     let mut views = vec![(
@@ -233,7 +236,7 @@ fn bad_instruction_inputs_are_named() {
     let (blob, _) = setup(dir.path(), case, "int8");
     let i64s = |v: &[i64]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     let i32s = |v: &[i32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-    let cases: Vec<(Vec<(&str, safetensors::Dtype, Vec<usize>, Vec<u8>)>, &str)> = vec![
+    let cases: Vec<(Vec<Raw<'_>>, &str)> = vec![
         (vec![("qformer_input_ids", I64, vec![1, 3], i64s(&[2, -5, 3]))], "value -5 at flat index 1 is not a token id"),
         (
             vec![("qformer_input_ids", I64, vec![1, 3], i64s(&[2, 5, 340]))],
