@@ -29,7 +29,9 @@
 //!    included) when [`TokenizerOptions::lowercase`], NFD-decomposed with its category Mn
 //!    characters dropped when [`TokenizerOptions::strip_accents`], kept whole if it now equals
 //!    a special token, and split around punctuation (ASCII 33-47, 58-64, 91-96, 123-126 or
-//!    category P*).
+//!    category P*). (A token kept whole by these checks still goes through WordPiece, as in
+//!    transformers: a `vocab.txt` special is found whole, an added one such as `[DEC]` is not
+//!    in WordPiece's vocabulary and becomes `[UNK]` or pieces.)
 //! 3. `WordpieceTokenizer`: a word of more than 100 characters is `[UNK]`, otherwise greedy
 //!    longest-match-first with the `##` continuation prefix over the vocabulary (added tokens
 //!    excluded); a word with no full match is one `[UNK]`.
