@@ -136,4 +136,30 @@ fn write_seed_corpora() {
     let mut n = vec![1u8];
     n.extend_from_slice(&npy("<f8", false, "(3, 4)", &values));
     put(&dir, "image_embeds_f64_npy", &n);
+
+    // tokenize: flags byte (bit 0 lowercase, bit 1 strip accents, bits 2-7 output length - 2),
+    // then the text.
+    let dir = corpus("tokenize");
+    let texts = [
+        "What is in the image?",
+        "Café déjà vu, naïve Ångström",
+        "图片里有什么？ 東京タワー ひらがな 안녕하세요",
+        "family 👨\u{200d}👩\u{200d}👧 thumbs 👍🏽",
+        "nul\u{0}ctl\u{1}\u{7f} repl\u{fffd} zw\u{200b}sp nb\u{a0}sp id\u{3000}sp ls\u{2028}",
+        "ΟΔΟΣ ΑΣ'Β Α'Σ İstanbul Straße ﬁnance Ｆｕｌｌ",
+        "hello[SEP]world [MASK] [sep] [SE\u{0}P] [DEC] [DE\u{0}C] x[CLS][CLS]y",
+        "e\u{301}\u{323}\u{307}\u{345} q\u{307}\u{323} \u{1100}\u{1161}\u{11a8} \u{f900} \u{212a}",
+        "3.14 https://example.com/a?b=1&c=d user@example.com (a)[b]{c}",
+        "supercalifragilisticexpialidocious xqzvbnm",
+    ];
+    for (i, text) in texts.iter().enumerate() {
+        let mut v = vec![[3u8, 1, 2, 0, 4 << 2 | 3][i % 5]];
+        v.extend_from_slice(text.as_bytes());
+        put(&dir, &format!("text_{i}"), &v);
+    }
+    let mut long = vec![3u8 | 30 << 2];
+    long.extend_from_slice("a".repeat(101).as_bytes());
+    long.extend_from_slice(" one two three".repeat(20).as_bytes());
+    long.extend_from_slice("\u{301}".repeat(40).as_bytes());
+    put(&dir, "long_word_and_marks", &long);
 }

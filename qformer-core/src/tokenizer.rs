@@ -9,8 +9,8 @@
 //! weights ([`Vocab`]). It carries its own Unicode tables (see below). Its flash cost
 //! (`.text` + `.rodata`, measured with `arm-none-eabi-size` on a `thumbv7em-none-eabihf`
 //! binary calling [`tokenize`] against the same binary without the call, LTO, one codegen
-//! unit as in `firmware/`): 49.2 KiB at `opt-level = 3` (17.4 KiB code, 31.8 KiB tables),
-//! 42.2 KiB at `opt-level = "s"` (10.4 KiB code). A device that never calls it pays nothing:
+//! unit as in `firmware/`): 49.9 KiB at `opt-level = 3` (17.9 KiB code, 32.0 KiB tables),
+//! 42.8 KiB at `opt-level = "s"` (10.8 KiB code). A device that never calls it pays nothing:
 //! the linker drops it. Its stack use is a few KiB (a 400-byte word buffer, 100 piece ids and
 //! the 32-character normalization windows); it allocates nothing.
 //!
@@ -29,7 +29,9 @@
 //!    included) when [`TokenizerOptions::lowercase`], NFD-decomposed with its category Mn
 //!    characters dropped when [`TokenizerOptions::strip_accents`], kept whole if it now equals
 //!    a special token, and split around punctuation (ASCII 33-47, 58-64, 91-96, 123-126 or
-//!    category P*).
+//!    category P*). (A token kept whole by these checks still goes through WordPiece, as in
+//!    transformers: a `vocab.txt` special is found whole, an added one such as `[DEC]` is not
+//!    in WordPiece's vocabulary and becomes `[UNK]` or pieces.)
 //! 3. `WordpieceTokenizer`: a word of more than 100 characters is `[UNK]`, otherwise greedy
 //!    longest-match-first with the `##` continuation prefix over the vocabulary (added tokens
 //!    excluded); a word with no full match is one `[UNK]`.
@@ -63,7 +65,7 @@
 //! * transformers' Rust-backed (fast) `BertTokenizer`, which transformers 5 gives by default,
 //!   differs from the Python one: no NFC, no final sigma, no second special-token check, its
 //!   own Unicode version. This follows the Python one; `tests/fixtures/tokenizer/golden.json`
-//!   records the fast tokenizer's ids where they differ (12 of its 330 cases).
+//!   records the fast tokenizer's ids where they differ (223 of its 930 cases).
 
 // Generated; laid out by its generator.
 #[rustfmt::skip]
@@ -72,7 +74,10 @@ mod tables;
 use core::cmp::Ordering;
 use core::fmt;
 
-use tables::{CASED, CASE_IGNORABLE, CCC, CLASS, COMPOSE, DECOMP, LOWER, MN, PUNCT, REMOVE, SPACE};
+use tables::{
+    CASED, CASE_IGNORABLE, CCC, CLASS, COMPOSE, DECOMP, FIRST_COMPOSING_SECOND, FIRST_DECOMPOSABLE, FIRST_NONZERO_CCC,
+    LATIN1, LOWER, MN, PUNCT, REMOVE, SPACE,
+};
 
 /// Longest word `WordpieceTokenizer` splits (`max_input_chars_per_word`); longer ones are `[UNK]`.
 pub const MAX_WORD_CHARS: usize = 100;
@@ -89,6 +94,8 @@ pub struct Vocab<'a> {
     text: &'a str,
     offsets: &'a [u32],
     sorted: &'a [u32],
+    /// The longest token's length in bytes (WordPiece tries no longer piece).
+    longest: usize,
 }
 
 /// Why [`Vocab::new`] refused its tables.
@@ -181,11 +188,13 @@ impl<'a> Vocab<'a> {
                 return Err(VocabError::LastOffset { last, text_len: text.len() });
             }
         }
+        let mut longest = 0;
         for (id, pair) in (0u32..).zip(offsets.windows(2)) {
             let (start, end) = match *pair {
                 [s, e] if s < e => (s as usize, e as usize),
                 _ => return Err(VocabError::EmptyToken(id)),
             };
+            longest = longest.max(end - start);
             let bytes = text.get(start..end).ok_or(VocabError::EmptyToken(id))?;
             if core::str::from_utf8(bytes).is_err() {
                 return Err(VocabError::NotUtf8(id));
@@ -196,7 +205,7 @@ impl<'a> Vocab<'a> {
         if sorted.len() != tokens {
             return Err(VocabError::SortedLength { sorted: sorted.len(), tokens });
         }
-        let vocab = Vocab { text, offsets, sorted };
+        let vocab = Vocab { text, offsets, sorted, longest };
         let mut prev: Option<&str> = None;
         for (index, &id) in sorted.iter().enumerate() {
             let token = vocab.token(id).ok_or(VocabError::SortedId { index, id })?;
@@ -529,6 +538,13 @@ impl<'v, 'a> Ctx<'v, 'a> {
     fn special_token(&self, chars: impl Iterator<Item = char>) -> Option<u32> {
         let mut buf = [0u8; SPECIAL_CHECK_BYTES];
         let mut len = 0;
+        let mut chars = chars.peekable();
+        let mut first = [0u8; 4];
+        let b = *chars.peek()?.encode_utf8(&mut first).as_bytes().first()?;
+        let word = self.first_bytes.get(usize::from(b >> 5)).copied().unwrap_or(0);
+        if word & (1 << (b & 31)) == 0 {
+            return None;
+        }
         for c in chars {
             let dst = buf.get_mut(len..len + c.len_utf8())?;
             c.encode_utf8(dst);
@@ -568,6 +584,11 @@ impl<'v, 'a> Ctx<'v, 'a> {
                     break None;
                 }
                 let bytes = word.bytes.get(from..word.byte_start(end)).unwrap_or(&[]);
+                if prefix.len() + bytes.len() > self.vocab.longest {
+                    // Longer than every token: no lookup can match.
+                    end -= 1;
+                    continue;
+                }
                 if let Some(id) = self.vocab.find(prefix, bytes).filter(|&id| id < self.options.first_added) {
                     break Some(id);
                 }
@@ -643,6 +664,9 @@ fn is_chinese_char(c: char) -> bool {
 
 /// The flags of `c` in [`CLASS`].
 fn class(c: char) -> u8 {
+    if let Some(&f) = LATIN1.get(c as usize) {
+        return f;
+    }
     let key = (c as u32) << 8 | 0xFF;
     let i = CLASS.partition_point(|&run| run <= key);
     i.checked_sub(1).and_then(|j| CLASS.get(j)).map_or(0, |&run| run as u8)
@@ -650,6 +674,9 @@ fn class(c: char) -> u8 {
 
 /// Canonical combining class of `c`.
 fn ccc(c: char) -> u8 {
+    if (c as u32) < FIRST_NONZERO_CCC {
+        return 0;
+    }
     let key = (c as u32) << 8 | 0xFF;
     let i = CCC.partition_point(|&run| run <= key);
     i.checked_sub(1).and_then(|j| CCC.get(j)).map_or(0, |&run| run as u8)
@@ -657,6 +684,9 @@ fn ccc(c: char) -> u8 {
 
 /// `str.lower()` of one character other than U+03A3 and U+0130 (handled by [`Lower`]).
 fn lower1(c: char) -> char {
+    if c.is_ascii() {
+        return c.to_ascii_lowercase();
+    }
     let cp = c as u32;
     let i = LOWER.partition_point(|&(start, ..)| start <= cp);
     if let Some(&(start, count, stride, delta)) = i.checked_sub(1).and_then(|j| LOWER.get(j)) {
@@ -688,6 +718,10 @@ fn decomp_entry(e: u64) -> (u32, u32, u32) {
 /// Full canonical decomposition of `c` (at most 4 characters) into `out` from `*n` on.
 fn decompose(c: char, out: &mut [char; 4], n: &mut usize, depth: u8) {
     let cp = c as u32;
+    if cp < FIRST_DECOMPOSABLE {
+        push4(out, n, c);
+        return;
+    }
     if (S_BASE..S_BASE + S_COUNT).contains(&cp) {
         let s = cp - S_BASE;
         let parts = [L_BASE + s / N_COUNT, V_BASE + (s % N_COUNT) / T_COUNT, T_BASE + s % T_COUNT];
@@ -719,6 +753,9 @@ fn push4(out: &mut [char; 4], n: &mut usize, c: char) {
 /// The primary composite of `a` and `b`, if any.
 fn compose(a: char, b: char) -> Option<char> {
     let (a, b) = (a as u32, b as u32);
+    if b < FIRST_COMPOSING_SECOND {
+        return None;
+    }
     if (L_BASE..L_BASE + L_COUNT).contains(&a) && (V_BASE..V_BASE + V_COUNT).contains(&b) {
         return char::from_u32(S_BASE + ((a - L_BASE) * V_COUNT + (b - V_BASE)) * T_COUNT);
     }

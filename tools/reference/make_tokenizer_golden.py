@@ -20,6 +20,7 @@ The output is deterministic (no randomness; same library versions give identical
 """
 import json
 import os
+import random
 import shutil
 import sys
 import tempfile
@@ -116,6 +117,35 @@ STRINGS = [
     "\u1e9e\u00df",
     "one two three four five six seven eight nine ten",
 ]
+
+# Seeded random mixtures of hard characters: combining marks in every order, sigma contexts,
+# Hangul jamo, CJK, specials' pieces, controls, separators, and code points drawn from the
+# whole range.
+POOL = (
+    "aAeEiIsSzZ  \t\n.,'!#[]SEPCLUNKMADkK\u00e9\u0301\u0323\u0307\u0345\u0308\u0327\U0001d165\U0001d16d"
+    "\u03a3\u03c3\u03b1\u0391\u0130\u0131\u00df\ufb01\u56fe\u7247\uf900\u1100\u1161\u11a8\uac00"
+    "\u0000\ufffd\u200b\u200d\u2028\u3000\u00a0\u007f\u212a\u01c5\u02b0\u00b7\u2019\u0f73\u0f71\u0f72"
+)
+
+
+def random_strings(n, seed=1234):
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        chars = []
+        for _ in range(rng.randrange(1, 24)):
+            if rng.random() < 0.15:
+                cp = rng.randrange(0x110000)
+                if 0xD800 <= cp <= 0xDFFF:
+                    cp = 0x41
+                chars.append(chr(cp))
+            else:
+                chars.append(rng.choice(POOL))
+        out.append("".join(chars))
+    return out
+
+
+STRINGS += random_strings(200)
 
 TRUNCATION = [
     ("one two three four five six seven eight nine ten", [2, 3, 4, 7, 12, 13]),

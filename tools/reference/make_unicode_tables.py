@@ -145,6 +145,11 @@ def main():
     assert len(decomp) < 65536
 
     ccc_runs = runs((cp, ud.combining(ch)) for cp, ch in chars())
+    # Fast-path bounds (below them: combining class 0, no decomposition, no composition).
+    first_ccc = min(cp for cp, ch in chars() if ud.combining(ch))
+    first_decomp = min(e[0] for e in decomp)
+    first_second = min(min(e[2] for e in decomp if e[3]), 0x1161)  # Hangul V/T are above
+    latin1 = [flags(cp, chr(cp)) for cp in range(256)]
 
     with open(OUT, "w", encoding="utf-8", newline="\n") as f:
         w = f.write
@@ -165,6 +170,17 @@ def main():
         w("pub(super) const CASED: u8 = %d;\n" % CASED)
         w("/// Case-ignorable (skipped by the final-sigma rule's context scans).\n")
         w("pub(super) const CASE_IGNORABLE: u8 = %d;\n\n" % CASE_IGNORABLE)
+        w("/// Below this code point every combining class is 0.\n")
+        w("pub(super) const FIRST_NONZERO_CCC: u32 = 0x%x;\n" % first_ccc)
+        w("/// Below this code point no character has a canonical decomposition.\n")
+        w("pub(super) const FIRST_DECOMPOSABLE: u32 = 0x%x;\n" % first_decomp)
+        w("/// Below this code point no character is the second of a composition.\n")
+        w("pub(super) const FIRST_COMPOSING_SECOND: u32 = 0x%x;\n\n" % first_second)
+        w("/// The flags of U+0000..U+00FF (the same as [`CLASS`] says).\n")
+        w("pub(super) static LATIN1: [u8; 256] = [\n")
+        for k in range(0, 256, 16):
+            w("    " + " ".join("%d," % v for v in latin1[k : k + 16]) + "\n")
+        w("];\n\n")
         w("/// Runs `start << 8 | flags`: the flags hold from `start` to the next run's start.\n")
         w("pub(super) static CLASS: [u32; %d] = [\n" % len(class_runs))
         for k in range(0, len(class_runs), 8):

@@ -19,6 +19,33 @@ pub(super) const CASED: u8 = 16;
 /// Case-ignorable (skipped by the final-sigma rule's context scans).
 pub(super) const CASE_IGNORABLE: u8 = 32;
 
+/// Below this code point every combining class is 0.
+pub(super) const FIRST_NONZERO_CCC: u32 = 0x300;
+/// Below this code point no character has a canonical decomposition.
+pub(super) const FIRST_DECOMPOSABLE: u32 = 0xc0;
+/// Below this code point no character is the second of a composition.
+pub(super) const FIRST_COMPOSING_SECOND: u32 = 0x300;
+
+/// The flags of U+0000..U+00FF (the same as [`CLASS`] says).
+pub(super) static LATIN1: [u8; 256] = [
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 1, 1, 2, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    2, 4, 4, 4, 4, 4, 4, 36, 4, 4, 4, 4, 4, 4, 36, 4,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 36, 4, 4, 4, 4, 4,
+    4, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+    16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 4, 4, 4, 36, 4,
+    36, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+    16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 4, 4, 4, 4, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    2, 4, 0, 0, 0, 0, 0, 4, 32, 0, 16, 4, 0, 33, 0, 32,
+    0, 0, 0, 0, 32, 16, 4, 36, 32, 0, 16, 4, 0, 0, 0, 4,
+    16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+    16, 16, 16, 16, 16, 16, 16, 0, 16, 16, 16, 16, 16, 16, 16, 16,
+    16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+    16, 16, 16, 16, 16, 16, 16, 0, 16, 16, 16, 16, 16, 16, 16, 16,
+];
+
 /// Runs `start << 8 | flags`: the flags hold from `start` to the next run's start.
 pub(super) static CLASS: [u32; 2351] = [
     0x00000001, 0x00000902, 0x00000b01, 0x00000d02, 0x00000e01, 0x00002002, 0x00002104, 0x00002724,

@@ -288,7 +288,17 @@ fn awkward_strings() -> impl Iterator<Item = String> {
             state
         };
         let len = (next() % 40) as usize;
-        (0..len).map(|_| pool[(next() % pool.len() as u64) as usize]).collect()
+        (0..len)
+            .map(|_| {
+                let r = next();
+                if r % 6 == 0 {
+                    // Any scalar value.
+                    char::from_u32(((r >> 8) % 0x11_0000) as u32).unwrap_or('\u{fffd}')
+                } else {
+                    pool[((r >> 8) % pool.len() as u64) as usize]
+                }
+            })
+            .collect()
     })
 }
 
