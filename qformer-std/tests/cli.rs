@@ -497,13 +497,13 @@ fn absurd_synth_batches_and_bench_iterations_fail_cleanly() {
 #[test]
 fn interrupted_run_leaves_no_temporary_file() {
     use std::os::unix::process::ExitStatusExt;
-    // BLIP-2's widths with two layers and 16 images: a run of a second or more.
+    // BLIP-2's widths with two layers and 64 images: a run of seconds, even in release.
     let config = qformer_core::Config { num_layers: 2, ..qformer_core::Config::BLIP2 };
     let dir = tempfile::tempdir().unwrap();
     let w = qformer_std::synth::Spec::hf_init(config, 3).build();
     let blob = dir.path().join("m.qfb");
     std::fs::write(&blob, build_blob(&w, BlobOptions::new(qformer_core::Precision::Int8), || {}).unwrap()).unwrap();
-    let (b, m, dv) = (16, config.max_image_tokens as usize, config.encoder_hidden as usize);
+    let (b, m, dv) = (64, config.max_image_tokens as usize, config.encoder_hidden as usize);
     let input = dir.path().join("in.safetensors");
     let images = qformer_std::synth::images(4, b, m, dv, &[], 1.0);
     qformer_std::io::write_tensors(&input, &[("image_embeds", vec![b, m, dv], &images)]).unwrap();
