@@ -20,6 +20,9 @@ pub const FIRMWARE_CRATES: &[(&str, &str, &[&str])] = &[
     ("firmware/kernel-tests", "thumbv8m.main-none-eabihf", &["--features", "helium"]),
     ("firmware/kernel-tests", "thumbv7em-none-eabihf", &[]),
     ("firmware/cortex-a-virt", "aarch64-unknown-none", &["--all-features"]),
+    // The C API's bare-metal code (panic handler, no catch_unwind); a workspace member.
+    ("qformer-ffi", "thumbv7em-none-eabihf", &[]),
+    ("qformer-ffi", "thumbv8m.main-none-eabihf", &["--features", "helium"]),
 ];
 
 /// The standard-library crates a firmware crate's target needs built from source.

@@ -3,6 +3,7 @@
 //! what `.ci/run` runs). `cargo xtask --help` lists the steps.
 
 mod arm;
+mod c_api;
 mod checks;
 mod firmware;
 mod fuzz;
@@ -63,6 +64,12 @@ enum Step {
     },
     /// The Cortex-M firmware examples under QEMU (M55, M4, M7), with their size table
     Firmware,
+    /// The C API (qformer-ffi): header check, Linux example and C tests (host, qemu-aarch64), C firmware under QEMU
+    CApi {
+        /// Only regenerate qformer-ffi/include/qformer.h (from qformer-ffi/src, with cbindgen)
+        #[arg(long)]
+        write_header: bool,
+    },
     /// Every cargo-fuzz target (or TARGETS) for SECONDS each (default 60; ci: $QFORMER_FUZZ_SECONDS)
     Fuzz {
         /// Seconds per target
@@ -110,6 +117,9 @@ const CI: &[CiStep] = &[
     ("cortex-a", "Bare-metal Cortex-A (AArch64 virt): Cortex-A53, Cortex-A76, max", || arm::cortex_a(false)),
     ("models --check", "MCU model files up to date", || models::models(true)),
     ("firmware", "Firmware examples under QEMU: Cortex-M55 (Helium), Cortex-M4 and M7 (DSP)", firmware::firmware),
+    ("c-api", "The C API: header, Linux example and C tests (host, qemu-aarch64), C firmware on Cortex-M4 and M55", || {
+        c_api::c_api(false)
+    }),
     ("fuzz", "Fuzzing: blob parsing, mutated blobs, checkpoint and input loading (corpus in fuzz/corpus)", ci_fuzz),
     (
         "stable-view",
@@ -160,6 +170,7 @@ fn main() -> ExitCode {
         Step::Models { check } => models::models(check),
         Step::Bless => models::models(false),
         Step::Firmware => firmware::firmware(),
+        Step::CApi { write_header } => c_api::c_api(write_header),
         Step::StableView => firmware::stable_view(),
         Step::Fuzz { seconds, targets } => fuzz::fuzz(seconds, &targets),
         Step::Bench => arm::bench(),

@@ -248,6 +248,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "libc6-dev-arm64-cross",
     "qemu-system-arm",
     "qemu-user",
+    // The C API's Linux example (qformer-ffi/examples/linux) finds libqformer through it.
+    "pkg-config",
 ];
 
 /// Installs the missing ones of [`APT_PACKAGES`] (needs root, as on CI).
