@@ -15,10 +15,38 @@ use crate::util::{at, cmd, describe, have, kib, require, run, run_timeout, stdou
 const M55: (&str, &str) = ("firmware/cortex-m55", "thumbv8m.main-none-eabihf");
 const M4: (&str, &str) = ("firmware/cortex-m4", "thumbv7em-none-eabihf");
 
+/// The bins of each example crate: `forward` (firmware/models/mcu, the image alone) and
+/// `instruct` (firmware/models/mcu-instruct, InstructBLIP with a fixed instruction tokenized
+/// on the device).
+const BINS: [&str; 2] = ["forward", "instruct"];
+
+/// The flash of a 1 MiB part (an nRF52840), which every `forward` image must fit.
+const FORWARD_FLASH: u64 = 1024 * 1024;
+
 /// A firmware image and the QEMU machines it runs on: (label, machine).
 struct Image {
+    bin: &'static str,
     elf: PathBuf,
     runs: &'static [(&'static str, &'static str)],
+}
+
+impl Image {
+    /// Every bin of both example crates, built into `target_dir`.
+    fn all(target_dir: &Path) -> Vec<Image> {
+        [(M55.1, M55_RUNS), (M4.1, M4_RUNS)]
+            .into_iter()
+            .flat_map(|(target, runs)| {
+                BINS.map(|bin| Image { bin, elf: target_dir.join(format!("{target}/release/{bin}")), runs })
+            })
+            .collect()
+    }
+
+    fn label(&self, core: &str) -> String {
+        match self.bin {
+            "forward" => core.to_owned(),
+            bin => format!("{core}, `{bin}`"),
+        }
+    }
 }
 
 const M55_RUNS: &[(&str, &str)] = &[("Cortex-M55 + Helium", "mps3-an547")];
@@ -91,37 +119,40 @@ fn qfb_read_only(elf: &Path) -> Result<bool> {
     }))
 }
 
-/// Size of the static `forward::ARENA` in `elf` (`arm-none-eabi-nm -S -C`), 0 if absent.
-fn arena_size(elf: &Path) -> Result<u64> {
+/// Size of the static `BIN::ARENA` in `elf` (`arm-none-eabi-nm -S -C`), 0 if absent.
+fn arena_size(elf: &Path, bin: &str) -> Result<u64> {
+    let symbol = format!("{bin}::ARENA");
     let text = stdout_of(cmd("arm-none-eabi-nm", Path::new(".")).args(["-S", "-C"]).arg(elf))?;
     Ok(text
         .lines()
         .find_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() == 4 && f[3] == "forward::ARENA").then(|| u64::from_str_radix(f[1], 16).ok()).flatten()
+            (f.len() == 4 && f[3] == symbol).then(|| u64::from_str_radix(f[1], 16).ok()).flatten()
         })
         .unwrap_or(0))
 }
 
-/// Builds bin `forward` of the example crate `dir` for `target` with `cargo`, into the shared
-/// firmware/target (their host-side build scripts and proc macros are built once).
+/// Builds the bins ([`BINS`]) of the example crate `dir` for `target` with `cargo`, into the
+/// shared firmware/target (their host-side build scripts and proc macros are built once).
 fn build_example(mut c: Command, dir: &str, target: &str, target_dir: &Path) -> Result<()> {
     println!("==> build {dir} ({target}, release)");
     c.args(["--quiet", "--release", "--locked", "--target", target, "--target-dir"])
         .arg(target_dir)
-        .args(["--bin", "forward"]);
+        .args(BINS.iter().flat_map(|b| ["--bin", b]));
     run(&mut c)
 }
 
-/// The Cortex-M firmware examples under QEMU: builds each image once, runs the M55 image on
-/// mps3-an547 and the M4 image on mps2-an386 and mps2-an500, fails on any failure and prints
-/// the size table. Each image runs the int8 model of firmware/models/mcu from flash and
-/// compares its output with the host's bit for bit; the exit status comes from semihosting.
+/// The Cortex-M firmware examples under QEMU: builds each image once, runs the M55 images on
+/// mps3-an547 and the M4 images on mps2-an386 and mps2-an500, fails on any failure and prints
+/// the size table. The `forward` images run the int8 model of firmware/models/mcu from flash,
+/// the `instruct` images that of firmware/models/mcu-instruct with the instruction tokenized
+/// on the device; each compares its output with the host's bit for bit (and the token ids);
+/// the exit status comes from semihosting. A `forward` image over 1 MiB of flash fails.
 ///
 /// Table columns: flash = .vector_table + .text + .rodata + .qfb (the blob) + .data's load
 /// image; RAM statics = .data + .bss + .uninit (the arena and output buffer included); peak
-/// stack = deepest stack use, measured by the firmware; forward = instructions counted by
-/// SysTick under `-icount shift=0`. The log is defmt, decoded with defmt-print when installed
+/// stack = deepest stack use, measured by the firmware; tokenize and forward = instructions
+/// counted by SysTick under `-icount shift=0`. The log is defmt, decoded with defmt-print when installed
 /// (`cargo install defmt-print --locked`); without it the runs still pass or fail, and the
 /// stack and instruction columns read n/a.
 pub fn firmware() -> Result<()> {
@@ -140,15 +171,13 @@ pub fn firmware() -> Result<()> {
         build_example(firmware_cargo("build", dir, target), dir, target, &target_dir)?;
     }
     println!("(builds: {} s)", start.elapsed().as_secs());
-    let images = [
-        Image { elf: target_dir.join(format!("{}/release/forward", M55.1)), runs: M55_RUNS },
-        Image { elf: target_dir.join(format!("{}/release/forward", M4.1)), runs: M4_RUNS },
-    ];
+    let images = Image::all(&target_dir);
 
     let mut failures = Vec::new();
     let mut rows = Vec::new();
     for image in &images {
-        for &(label, machine) in image.runs {
+        for &(core, machine) in image.runs {
+            let label = &image.label(core);
             let run = run_example(label, machine, &image.elf)?;
             if !run.outcome.ok() {
                 println!("FAILED: {label} on {machine} ({})", run.outcome);
@@ -165,12 +194,21 @@ pub fn firmware() -> Result<()> {
             }
             let code = vt + text + rodata + data;
             let statics = data + bss + uninit;
-            let arena = arena_size(&image.elf)?;
+            if image.bin == "forward" && code + qfb > FORWARD_FLASH {
+                println!("FAILED: {label}: {} of flash, over the 1 MiB the forward image must fit", kib(code + qfb));
+                failures.push(format!("{label}: over 1 MiB of flash"));
+            }
+            let arena = arena_size(&image.elf, image.bin)?;
             let stack = run.summary("stack").and_then(|s| s.parse::<u64>().ok());
             let instr = run.summary("forward_instructions").map_or("n/a".to_owned(), |s| thousands(&s));
+            let tokenize = match run.summary("tokenize_instructions") {
+                Some(s) if s == "0" => "-".to_owned(),
+                Some(s) => thousands(&s),
+                None => "n/a".to_owned(),
+            };
             let crc = run.summary("crc32").unwrap_or_else(|| "n/a".to_owned());
             rows.push(format!(
-                "| {label} | `{machine}` | {} | {} | {} | {} ({}) | {} | {} | {instr} | {crc} |",
+                "| {label} | `{machine}` | {} | {} | {} | {} ({}) | {} | {} | {tokenize} | {instr} | {crc} |",
                 kib(code),
                 kib(qfb),
                 kib(code + qfb),
@@ -182,8 +220,8 @@ pub fn firmware() -> Result<()> {
         }
     }
     println!();
-    println!("| image | QEMU machine | flash: code + constants | flash: blob | flash total | RAM: statics (arena) | peak stack | RAM total | forward (instructions) | output CRC-32 |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("| image | QEMU machine | flash: code + constants | flash: blob | flash total | RAM: statics (arena) | peak stack | RAM total | tokenize (instructions) | forward (instructions) | output CRC-32 |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         println!("{r}");
     }
@@ -369,10 +407,10 @@ pub fn stable_view() -> Result<()> {
         run(&mut c)?;
     }
 
-    for ((_, target), runs) in [(M55, M55_RUNS), (M4, M4_RUNS)] {
-        let elf = build_dir.join(format!("{target}/release/forward"));
-        for &(label, machine) in runs {
-            let run = run_example(label, machine, &elf)?;
+    for image in Image::all(&build_dir) {
+        for &(core, machine) in image.runs {
+            let label = &image.label(core);
+            let run = run_example(label, machine, &image.elf)?;
             let fails = match &run.log {
                 Some(log) => log.lines().filter(|l| l.contains("FAIL")).map(str::to_owned).collect(),
                 None => {

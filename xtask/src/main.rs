@@ -56,7 +56,7 @@ enum Step {
         #[arg(long)]
         bench: bool,
     },
-    /// Check (--check) or regenerate firmware/models/mcu from the project's own tools
+    /// Check (--check) or regenerate firmware/models/{mcu,mcu-instruct} from the project's own tools
     Models {
         /// Write nothing; fail if the committed files differ from what the tools produce
         #[arg(long)]
@@ -80,7 +80,7 @@ enum Step {
     },
     /// The firmware images as a stable rustup toolchain builds them (no RUSTC_BOOTSTRAP), under QEMU
     StableView,
-    /// Regenerate firmware/models/mcu (what `models` without --check does)
+    /// Regenerate firmware/models/{mcu,mcu-instruct} (what `models` without --check does)
     Bless,
     /// Instruction counts of the Cortex-M kernels (int8 GEMM, float GEMM, quantizer) under QEMU
     Bench,

@@ -1,15 +1,19 @@
 //! The examples' program: one forward pass of an embedded int8 model, compared bit for bit
-//! with the host's output, logged over defmt.
+//! with the host's output, logged over defmt. With an [`Instruction`] (the `instruct` images,
+//! InstructBLIP's text parts in the blob) the device first tokenizes the instruction with the
+//! blob's own vocabulary, compares the ids with the host's, and runs the instruction-aware
+//! forward.
 //!
 //! A board's `main` declares the statics (the blob in a `.qfb` flash section, the image
 //! features, the expected output, an arena and an output buffer sized at compile time with
-//! [`header`], [`arena_bytes`], [`output_floats`] and [`image_tokens`]) and calls [`run`].
+//! [`header`], [`arena_bytes`], [`output_floats`] and [`image_tokens`]; for an instruction
+//! also an id buffer of [`text_tokens`]) and calls [`run`].
 //! Also here: the defmt transport (`qemu`: semihosting; `rtt`: probe-rs), the panic and
 //! HardFault handlers (both log and exit with status 1), and the stack high-water mark.
 
 use cortex_m_rt::{exception, ExceptionFrame};
 use qformer_core::kernels::Kernels;
-use qformer_core::{Header, Model};
+use qformer_core::{Header, Model, Text};
 
 use crate::{cpu, exit, wrong_kernels, Counter};
 
@@ -37,6 +41,12 @@ pub const fn arena_bytes(h: &Header) -> usize {
 /// Output floats of one forward: the query outputs `[N, d]`, then the projection `[N, d_llm]`.
 pub const fn output_floats(h: &Header) -> usize {
     h.num_queries as usize * (h.hidden as usize + h.projection_dim as usize)
+}
+
+/// The longest instruction the blob with header `h` takes, in token ids (`[CLS]` and `[SEP]`
+/// included); 0 for a blob without text parts.
+pub const fn text_tokens(h: &Header) -> usize {
+    h.max_text_tokens as usize
 }
 
 /// Image tokens `M` in `input_bytes` of `[M, d_v]` f32 features (fails the build unless the
@@ -71,11 +81,25 @@ pub struct Example<'a> {
     /// The instruction set the image is meant for, as its kernels' names start: `"helium"`
     /// (Cortex-M55) or `"dsp"` (Cortex-M4/M7). Any other compiled kernel fails the run.
     pub isa: &'static str,
+    /// An instruction to answer (InstructBLIP blobs), or `None`: the image alone.
+    pub instruction: Option<Instruction<'a>>,
 }
 
-/// Runs the example: checks the compiled kernels, loads the model, runs one forward, compares
-/// the output with the host's bit for bit, logs counts, CRC-32 and peak stack, and ends with
-/// one `summary:` line (which `cargo xtask firmware` reads). True when everything holds.
+/// The instruction of an `instruct` image.
+pub struct Instruction<'a> {
+    /// The text, tokenized on the device.
+    pub text: &'a str,
+    /// The host's token ids of `text` (`Model::tokenize`, as `qformer run --prompt` uses it),
+    /// little-endian u32.
+    pub expected_ids: &'a [u8],
+    /// Room for [`text_tokens`] ids.
+    pub ids: &'a mut [u32],
+}
+
+/// Runs the example: checks the compiled kernels, loads the model, (with an instruction:
+/// tokenizes it and compares the ids with the host's,) runs one forward, compares the output
+/// with the host's bit for bit, logs counts, CRC-32 and peak stack, and ends with one
+/// `summary:` line (which `cargo xtask firmware` reads). True when everything holds.
 #[inline(always)]
 pub fn run(ex: Example<'_>, counter: &Counter) -> bool {
     defmt::info!(
@@ -128,12 +152,50 @@ pub fn run(ex: Example<'_>, counter: &Counter) -> bool {
     }
     let output = ex.output;
     let (q_out, p_out) = output.split_at_mut(queries * hidden);
-    let t2 = counter.ticks();
     let p_out = if projection > 0 { Some(p_out) } else { None };
-    if let Err(e) = model.forward(image, ex.arena, q_out, p_out) {
-        return fail_with("forward", e);
-    }
-    let t3 = counter.ticks();
+    let mut ids_ok = true;
+    // (tokenize, forward) ticks; tokenize 0 without an instruction.
+    let (tokenize, forward) = match ex.instruction {
+        None => {
+            let t0 = counter.ticks();
+            if let Err(e) = model.forward(image, ex.arena, q_out, p_out) {
+                return fail_with("forward", e);
+            }
+            (0, counter.ticks() - t0)
+        }
+        Some(ins) => {
+            let t0 = counter.ticks();
+            let tokens = match model.tokenize(ins.text, ins.ids) {
+                Ok(tokens) => tokens,
+                Err(e) => return fail_with("tokenize", e),
+            };
+            let tokenize = counter.ticks() - t0;
+            let ids = &ins.ids[..tokens.len];
+            defmt::info!(
+                "instruction {=str:?}: {=usize} token ids (max {=usize}{=str}) in {=u64} {=str}: {=[?]}",
+                ins.text,
+                tokens.len,
+                ins.ids.len(),
+                if tokens.truncated() { ", truncated" } else { "" },
+                count(tokenize),
+                UNIT,
+                ids
+            );
+            let host = ins.expected_ids.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+            if ins.expected_ids.len() != 4 * ids.len() || !host.eq(ids.iter().copied()) {
+                defmt::error!(
+                    "FAIL: the device's token ids differ from the host's ({=usize} bytes of ids.u32)",
+                    ins.expected_ids.len()
+                );
+                ids_ok = false;
+            }
+            let t1 = counter.ticks();
+            if let Err(e) = model.forward_text(image, Text { ids, mask: None }, ex.arena, q_out, p_out) {
+                return fail_with("forward_text", e);
+            }
+            (tokenize, counter.ticks() - t1)
+        }
+    };
     let stack = stack_peak();
 
     let bytes: &[u8] = bytemuck::cast_slice(&output[..]);
@@ -147,7 +209,7 @@ pub fn run(ex: Example<'_>, counter: &Counter) -> bool {
         }
     }
     defmt::info!("from_blob (CRC-32 of the blob, table checks): {=u64} {=str}", count(t1 - t0), UNIT);
-    defmt::info!("forward: {=u64} {=str}", count(t3 - t2), UNIT);
+    defmt::info!("forward: {=u64} {=str}", count(forward), UNIT);
     defmt::info!("output: {=usize} floats, crc32 {=u32:#010x}", output.len(), crc);
     defmt::info!("peak stack: {=usize} B of {=usize} B", stack, stack_size());
     let same = match first {
@@ -169,15 +231,17 @@ pub fn run(ex: Example<'_>, counter: &Counter) -> bool {
             false
         }
     };
-    let ok = same && kernels_ok;
+    let ok = same && kernels_ok && ids_ok;
     // One line for scripts (`cargo xtask firmware`).
     defmt::info!(
-        "summary: cpu={=str} ok={=bool} crc32={=u32:#010x} forward_{=str}={=u64} stack={=usize} arena={=usize}",
+        "summary: cpu={=str} ok={=bool} crc32={=u32:#010x} forward_{=str}={=u64} tokenize_{=str}={=u64} stack={=usize} arena={=usize}",
         cpu(),
         ok,
         crc,
         UNIT,
-        count(t3 - t2),
+        count(forward),
+        UNIT,
+        count(tokenize),
         stack,
         ex.arena.len()
     );

@@ -50,6 +50,7 @@ fn main() -> ! {
         expected: EXPECTED,
         arena,
         output,
+        instruction: None,
         isa: "dsp",
     };
     exit(example::run(ex, &counter))
