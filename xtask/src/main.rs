@@ -115,8 +115,12 @@ const CI: &[CiStep] = &[
     ),
     ("arm-tests", "Cortex-M kernels and the int8 model under qemu-system-arm: M55 (Helium), M4 and M7 (DSP)", arm::arm_tests),
     ("cortex-a", "Bare-metal Cortex-A (AArch64 virt): Cortex-A53, Cortex-A76, max", || arm::cortex_a(false)),
-    ("models --check", "MCU model files up to date", || models::models(true)),
-    ("firmware", "Firmware examples under QEMU: Cortex-M55 (Helium), Cortex-M4 and M7 (DSP)", firmware::firmware),
+    ("models --check", "The firmware models (mcu, mcu-instruct) up to date", || models::models(true)),
+    (
+        "firmware",
+        "Firmware examples under QEMU (the image alone; InstructBLIP with an instruction tokenized on the device): Cortex-M55 (Helium), Cortex-M4 and M7 (DSP)",
+        firmware::firmware,
+    ),
     ("c-api", "The C API: header, Linux example and C tests (host, qemu-aarch64), C firmware on Cortex-M4 and M55", || {
         c_api::c_api(false)
     }),
