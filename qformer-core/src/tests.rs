@@ -86,8 +86,29 @@ fn every_q8_variant_matches_scalar_bit_for_bit() {
     }
 }
 
-/// Rows longer than some kernels' fixed-size buffers take (e.g. more than 256 groups for
-/// the AVX-512 VNNI 16x8 kernel's column sums) must give the same bits through their fallback.
+/// Products large enough for the kernels' blocking (the AVX-512 VNNI 16x8 kernel packs a panel
+/// of 16 rows once for a block of 8 column tiles): several row panels with an overlapping
+/// last one, several column blocks with a partial last block and ragged columns, group 64,
+/// and the longest rows the packed panel takes (4096 bytes) next to the first it does not.
+#[test]
+fn q8_variants_match_scalar_on_blocked_products() {
+    let shapes = [
+        (33, 137, 1408, 32),
+        (16, 64, 32, 32),
+        (47, 72, 4096, 32),
+        (17, 9, 4096 + 32, 32),
+        (31, 65, 768, 64),
+        (257, 24, 96, 32),
+    ];
+    let mut scratch = vec![0u8; q8_scratch_bytes(&shapes) + 64];
+    for v in &q8_variants() {
+        let n = q8_sweep(*v, &shapes, &mut scratch).unwrap_or_else(|m| panic!("{}: {m:?}", v.name()));
+        std::println!("{}: {n} blocked shapes bit-exact", v.name());
+    }
+}
+
+/// Rows longer than some kernels' fixed-size buffers take (e.g. more than 4096 bytes for the
+/// AVX-512 VNNI 16x8 kernel's packed panel) must give the same bits through their fallback.
 #[test]
 fn q8_variants_match_scalar_on_very_long_rows() {
     let shapes = [(9, 9, 257 * 32, 32), (8, 8, 8 * 1024 + 16, 16)];

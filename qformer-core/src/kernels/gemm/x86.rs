@@ -10,8 +10,9 @@
 //! * [`vnni_unchecked`] (`avx512vnni_gemm_q8_16x8`): 16 rows x 8 columns per tile in 512-bit
 //!   vectors with `vpdpbusd` (u8 x i8, 4-way dot into i32), the activations shifted to unsigned
 //!   (`a + 128`, exact for every i8) and the shift taken back with the weights' group sums;
-//!   products of fewer than 16 rows, or of more than `VNNI_MAX_GROUPS` (256) groups per row, use
-//!   the 4 x 4 tile `vnni_kernel`.
+//!   products of fewer than 16 rows, or with rows longer than `VNNI_MAX_STRIDE` (4096 bytes), use
+//!   the 4 x 4 tile `vnni_kernel`. A panel of 16 activation rows is transposed once and serves
+//!   a block of 8 column tiles.
 //! * `F_AVX2` / [`f_avx2_unchecked`] (`avx2_fma_gemm_f32_f16_2x4`): 2 rows x 4 columns,
 //!   8-wide FMA along `k`, fp16 weights widened with `vcvtph2ps`.
 //!
@@ -274,9 +275,9 @@ pub const unsafe fn vnni_unchecked() -> Q8Gemm {
 
 const VNNI_NAME: &str = "avx512vnni_gemm_q8_16x8";
 
-/// Most groups per row the 16x8 kernel takes (its column sums live in a stack array of
-/// `8 * VNNI_MAX_GROUPS` i32); longer rows use the 4x4 kernel.
-const VNNI_MAX_GROUPS: usize = 256;
+/// Longest rows (bytes of `k`, padding included) the 16x8 kernel takes: its packed row panel
+/// (`16 * stride` bytes) and column sums live on the stack. Longer rows use the 4x4 kernel.
+const VNNI_MAX_STRIDE: usize = 4096;
 
 fn gemm_q8_vnni(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
     if !a.group.is_multiple_of(32) {
@@ -285,7 +286,7 @@ fn gemm_q8_vnni(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f
     // SAFETY: reachable only through `vnni_unchecked`, whose caller guarantees the features;
     // `Q8Gemm::run` checked the operand bounds the kernels rely on.
     unsafe {
-        if a.stride / a.group <= VNNI_MAX_GROUPS {
+        if a.stride <= VNNI_MAX_STRIDE {
             vnni_16x8(a, w, bias, out, s)
         } else {
             vnni_kernel(a, w, bias, out, s)
@@ -355,98 +356,124 @@ unsafe fn column_corrections(wp: *const i8, stride: usize, group: usize, corr: &
     }
 }
 
-/// 16 rows x 8 columns per tile, accumulator lane = row (512-bit vectors). Per 32 bytes of
-/// `k` the 16 activation rows, shifted to unsigned (`a + 128`), are transposed into 4-byte
-/// chunks, and every weight column's chunk is broadcast into `vpdpbusd`, so a group ends
-/// with one exact dot per lane and no horizontal reduction; each broadcast and each epilogue
-/// instruction serves 16 rows. The shift is taken back with `128 * sum(w)` per column and
-/// group, computed once per column tile ([`column_corrections`]). Leftover rows take one
-/// more tile ending at the last row (overlapping the previous one: the same bits again, only
-/// the new rows stored); leftover columns go to scalar, products of fewer than 16 rows to
-/// [`vnni_kernel`].
+/// Column tiles of 8 that share one packed row panel in [`vnni_16x8`].
+const VNNI_BLOCK_TILES: usize = 8;
+
+/// 16 rows x 8 columns per tile, accumulator lane = row (512-bit vectors). The 16 activation
+/// rows of a panel, shifted to unsigned (`a + 128`), are transposed once into 4-byte chunks
+/// (one 512-bit vector per 4 bytes of `k`, lane = row) together with their scales, and that
+/// packed panel serves a block of [`VNNI_BLOCK_TILES`] column tiles: every weight column's
+/// chunk is broadcast into `vpdpbusd`, so a group ends with one exact dot per lane and no
+/// horizontal reduction; each broadcast and each epilogue instruction serves 16 rows. The
+/// shift is taken back with `128 * sum(w)` per column and group, computed once per column
+/// tile ([`column_corrections`]). Leftover rows take one more panel ending at the last row
+/// (overlapping the previous one: the same bits again, only the new rows stored); leftover
+/// columns go to scalar, products of fewer than 16 rows to [`vnni_kernel`]. Every output is
+/// the same sum in the same order as before the packing, so the bits are those of the
+/// scalar kernel. Stack: the panel (`16 * stride` bytes, at most 64 KiB), its scales and the
+/// block's column sums (32 KiB).
 ///
 /// # Safety
 /// The CPU supports AVX512F, AVX512BW, AVX512VL and AVX512-VNNI; the operands fit `s` as
 /// [`Q8Gemm::run`] checks them (every access of the tiles is unchecked), `group` is a
-/// non-zero multiple of 32 and a row has at most [`VNNI_MAX_GROUPS`] groups.
+/// non-zero multiple of 32 and a row has at most [`VNNI_MAX_STRIDE`] bytes.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
 unsafe fn vnni_16x8(a: &QRows<'_>, w: &QRows<'_>, bias: Option<&[f32]>, out: &mut [f32], s: Shape) {
     let (stride, group) = (a.stride, a.group);
     debug_assert!(super::q8_operands_fit(a, w, bias, out, s) && group > 0 && group.is_multiple_of(32));
+    debug_assert!(stride <= VNNI_MAX_STRIDE);
     let groups = stride / group;
-    debug_assert!(groups <= VNNI_MAX_GROUPS);
     if s.m < 16 {
         // SAFETY: the same features as this function.
         return unsafe { vnni_kernel(a, w, bias, out, s) };
     }
     let (m16, n8) = (s.m / 16 * 16, s.n / 8 * 8);
     let shift = _mm256_set1_epi8(-128); // xor with 0x80 adds 128 as u8
-    let mut corr = [0i32; 8 * VNNI_MAX_GROUPS];
-    for j in (0..n8).step_by(8) {
+    let mut panel = [_mm512_setzero_si512(); VNNI_MAX_STRIDE / 4];
+    let mut panel_scales = [_mm512_setzero_ps(); VNNI_MAX_STRIDE / 32];
+    let mut corr = [0i32; VNNI_BLOCK_TILES * 8 * (VNNI_MAX_STRIDE / 32)];
+    let last = (!s.m.is_multiple_of(16)).then(|| s.m - 16);
+    for jb in (0..n8).step_by(8 * VNNI_BLOCK_TILES) {
+        let tiles = ((n8 - jb) / 8).min(VNNI_BLOCK_TILES);
         // SAFETY: (whole block) `Q8Gemm::run` checked that `a` holds `m * stride` values and
         // `m * groups` scales, `w` `n * stride` and `n * groups`, and `out` `(m - 1) * ldo +
         // n` values; every access below is to rows `i + r < m` of `a` (`i <= m - 16`,
         // `r < 16`), columns < n8 <= n of `w`, at byte offsets `g * group + k + 32 <=
-        // stride`, and to `out` at `(i + r) * ldo + j + 8 <= (m - 1) * ldo + n`.
+        // stride`, and to `out` at `(i + r) * ldo + j + 8 <= (m - 1) * ldo + n`. The panel
+        // holds `stride / 4 <= VNNI_MAX_STRIDE / 4` vectors and `groups` scale vectors, `corr`
+        // `tiles * 8 * groups` sums.
         unsafe {
-            let wp = w.values.as_ptr().add(j * stride);
-            column_corrections(wp, stride, group, &mut corr);
-            let wsp = w.scales.as_ptr().add(j * groups);
-            let last = (!s.m.is_multiple_of(16)).then(|| s.m - 16);
+            for t in 0..tiles {
+                let wp = w.values.as_ptr().add((jb + 8 * t) * stride);
+                column_corrections(wp, stride, group, &mut corr[t * 8 * groups..(t + 1) * 8 * groups]);
+            }
             for i in (0..m16).step_by(16).chain(last) {
-                // Only the overlapping tile starts off a multiple of 16.
+                // Only the overlapping panel starts off a multiple of 16.
                 let first_new = if i.is_multiple_of(16) { 0 } else { m16 - i };
                 let ap = a.values.as_ptr().add(i * stride);
                 let asp = a.scales.as_ptr().add(i * groups);
-                let mut facc = [_mm512_setzero_ps(); 8];
-                for g in 0..groups {
-                    let mut acc = [_mm512_setzero_si512(); 8];
-                    for k in (g * group..(g + 1) * group).step_by(32) {
-                        let half = |h: usize| {
-                            transpose8(core::array::from_fn(|r| {
-                                let p = ap.add((8 * h + r) * stride + k) as *const __m256i;
-                                _mm256_xor_si256(_mm256_loadu_si256(p), shift)
-                            }))
-                        };
-                        let (lo, hi) = (half(0), half(1));
-                        let at: [__m512i; 8] =
-                            core::array::from_fn(|q| _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo[q]), hi[q]));
-                        for (c, acc) in acc.iter_mut().enumerate() {
-                            let chunk = wp.add(c * stride + k) as *const i32;
-                            for (q, at) in at.iter().enumerate() {
-                                let y = _mm512_set1_epi32(chunk.add(q).read_unaligned());
-                                *acc = _mm512_dpbusd_epi32(*acc, *at, y);
-                            }
-                        }
-                    }
-                    let sa: [f32; 16] = core::array::from_fn(|r| *asp.add(r * groups + g));
-                    let sa = _mm512_loadu_ps(sa.as_ptr());
-                    for (c, f) in facc.iter_mut().enumerate() {
-                        let dot = _mm512_sub_epi32(acc[c], _mm512_set1_epi32(corr[c * groups + g]));
-                        // (sa * sw) * dot, then the add: the scalar kernel's rounding order.
-                        let scale = _mm512_mul_ps(sa, _mm512_set1_ps(*wsp.add(c * groups + g)));
-                        *f = _mm512_add_ps(*f, _mm512_mul_ps(scale, _mm512_cvtepi32_ps(dot)));
+                for k in (0..stride).step_by(32) {
+                    let half = |h: usize| {
+                        transpose8(core::array::from_fn(|r| {
+                            let p = ap.add((8 * h + r) * stride + k) as *const __m256i;
+                            _mm256_xor_si256(_mm256_loadu_si256(p), shift)
+                        }))
+                    };
+                    let (lo, hi) = (half(0), half(1));
+                    for q in 0..8 {
+                        panel[k / 4 + q] = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo[q]), hi[q]);
                     }
                 }
-                // Lane r of facc[c] is row i + r, column j + c: transpose each 8-row half to
-                // rows of 8 columns.
-                let b = match bias {
-                    Some(b) => _mm256_loadu_ps(b.as_ptr().add(j)),
-                    None => _mm256_setzero_ps(),
-                };
-                for h in 0..2 {
-                    let rows = transpose8(facc.map(|f| {
-                        let f = _mm512_castps_si512(f);
-                        if h == 0 {
-                            _mm512_castsi512_si256(f)
-                        } else {
-                            _mm512_extracti64x4_epi64::<1>(f)
+                for (g, sc) in panel_scales[..groups].iter_mut().enumerate() {
+                    let sa: [f32; 16] = core::array::from_fn(|r| *asp.add(r * groups + g));
+                    *sc = _mm512_loadu_ps(sa.as_ptr());
+                }
+                for t in 0..tiles {
+                    let j = jb + 8 * t;
+                    let wp = w.values.as_ptr().add(j * stride);
+                    let wsp = w.scales.as_ptr().add(j * groups);
+                    let corr = &corr[t * 8 * groups..];
+                    let mut facc = [_mm512_setzero_ps(); 8];
+                    for g in 0..groups {
+                        let mut acc = [_mm512_setzero_si512(); 8];
+                        for k in (g * group..(g + 1) * group).step_by(32) {
+                            let at: &[__m512i] = &panel[k / 4..k / 4 + 8];
+                            for (c, acc) in acc.iter_mut().enumerate() {
+                                let chunk = wp.add(c * stride + k) as *const i32;
+                                for (q, at) in at.iter().enumerate() {
+                                    let y = _mm512_set1_epi32(chunk.add(q).read_unaligned());
+                                    *acc = _mm512_dpbusd_epi32(*acc, *at, y);
+                                }
+                            }
                         }
-                    }));
-                    for (r, row) in rows.iter().enumerate() {
-                        if 8 * h + r >= first_new {
-                            let v = _mm256_add_ps(_mm256_castsi256_ps(*row), b);
-                            _mm256_storeu_ps(out.as_mut_ptr().add((i + 8 * h + r) * s.ldo + j), v);
+                        let sa = panel_scales[g];
+                        for (c, f) in facc.iter_mut().enumerate() {
+                            let dot = _mm512_sub_epi32(acc[c], _mm512_set1_epi32(corr[c * groups + g]));
+                            // (sa * sw) * dot, then the add: the scalar kernel's rounding order.
+                            let scale = _mm512_mul_ps(sa, _mm512_set1_ps(*wsp.add(c * groups + g)));
+                            *f = _mm512_add_ps(*f, _mm512_mul_ps(scale, _mm512_cvtepi32_ps(dot)));
+                        }
+                    }
+                    // Lane r of facc[c] is row i + r, column j + c: transpose each 8-row half
+                    // to rows of 8 columns.
+                    let b = match bias {
+                        Some(b) => _mm256_loadu_ps(b.as_ptr().add(j)),
+                        None => _mm256_setzero_ps(),
+                    };
+                    for h in 0..2 {
+                        let rows = transpose8(facc.map(|f| {
+                            let f = _mm512_castps_si512(f);
+                            if h == 0 {
+                                _mm512_castsi512_si256(f)
+                            } else {
+                                _mm512_extracti64x4_epi64::<1>(f)
+                            }
+                        }));
+                        for (r, row) in rows.iter().enumerate() {
+                            if 8 * h + r >= first_new {
+                                let v = _mm256_add_ps(_mm256_castsi256_ps(*row), b);
+                                _mm256_storeu_ps(out.as_mut_ptr().add((i + 8 * h + r) * s.ldo + j), v);
+                            }
                         }
                     }
                 }
