@@ -492,3 +492,18 @@ def test_help_of_run_says_what_the_readme_says():
         assert claim in section, f"README: {claim}"
         assert claim in doc, f"help(qformer.Model.run): {claim}"
     assert "run(self, image_embeds: 'Any', prompt: 'Optional[str]' = None" in doc
+
+
+def test_readme_python_example_runs_as_written(capsys, monkeypatch):
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Python") :]
+    code = section[section.index("```python\n") + len("```python\n") :]
+    code = code[: code.index("```")]
+    monkeypatch.chdir(ROOT)
+    exec(compile(code, "README.md", "exec"), {})
+    out = capsys.readouterr().out.splitlines()
+    assert "(2, 4, 32) (2, 4, 20)" in out
+    want = re.search(r"print\(e\)\s+# (.*)", code).group(1)
+    assert out[-1] == want
+    rows = [line.split()[0] for line in out if re.match(r"^(input|layer|qformer_output|projected)", line)]
+    assert rows == ["input", "layer", "layer", "layer", "qformer_output", "projected"]

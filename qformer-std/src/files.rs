@@ -73,7 +73,7 @@ impl std::error::Error for OsError {}
 
 impl OsError {
     /// `message` about the OS error `e`.
-    pub fn new(message: String, e: &std::io::Error) -> anyhow::Error {
+    pub fn error(message: String, e: &std::io::Error) -> anyhow::Error {
         anyhow::Error::new(OsError { message, kind: e.kind() })
     }
 }
@@ -81,9 +81,9 @@ impl OsError {
 /// The error of opening `path`: "does not exist" for a missing file, the OS's words otherwise.
 fn open_error(path: &Path, e: std::io::Error) -> anyhow::Error {
     if e.kind() == std::io::ErrorKind::NotFound {
-        OsError::new(format!("{} does not exist", path.display()), &e)
+        OsError::error(format!("{} does not exist", path.display()), &e)
     } else {
-        OsError::new(format!("cannot open {}: {e}", path.display()), &e)
+        OsError::error(format!("cannot open {}: {e}", path.display()), &e)
     }
 }
 
@@ -142,14 +142,14 @@ pub fn read_whole(f: &mut File, buf: &mut [u8], path: &Path) -> Result<()> {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
             anyhow!("{} became shorter while it was being read", path.display())
         } else {
-            OsError::new(format!("cannot read {}: {e}", path.display()), &e)
+            OsError::error(format!("cannot read {}: {e}", path.display()), &e)
         }
     })?;
     let mut probe = [0u8; 1];
     match f.read(&mut probe) {
         Ok(0) => Ok(()),
         Ok(_) => bail!("{} became longer while it was being read", path.display()),
-        Err(e) => Err(OsError::new(format!("cannot read {}: {e}", path.display()), &e)),
+        Err(e) => Err(OsError::error(format!("cannot read {}: {e}", path.display()), &e)),
     }
 }
 

@@ -12,6 +12,10 @@
 //! * [`io`]: `image_embeds` inputs (safetensors or `.npy`) and `qformer_output` outputs.
 //! * [`synth`]: deterministic synthetic models (the `demo`, BLIP-2-sized tests).
 //! * [`metrics`]: cosine similarity and error statistics.
+//! * [`quantize`](mod@quantize): a checkpoint to a checked blob on disk (the `quantize`
+//!   command and the Python module's `qformer.quantize`).
+//! * [`verify`]: a blob against the fp32 reference, layer by layer (`qformer verify`,
+//!   `qformer.verify`).
 //! * [`vocab`]: Hugging Face BERT tokenizer directories read into the core tokenizer's tables.
 
 pub mod checkpoint;
