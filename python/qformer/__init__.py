@@ -67,13 +67,16 @@ def _as_numpy(x: Any, name: str) -> Any:
             return np.from_dlpack(x)
         except Exception as e:  # torch: requires_grad, a GPU tensor, bfloat16 ...
             if not hasattr(x, "__array__"):
-                raise InputError(f"{name}: cannot read it through DLPack ({e}); give a CPU array") from None
+                raise InputError(
+                    f"{name}: cannot read it through DLPack ({e}); give a float32 or float16 CPU array"
+                ) from None
     if hasattr(x, "__array__"):
         try:
             return np.asarray(x)
         except Exception as e:
             raise InputError(
-                f"{name}: cannot convert it to a numpy array ({e}); give a CPU array, e.g. tensor.detach().cpu()"
+                f"{name}: cannot convert it to a numpy array ({e}); give a float32 or float16 CPU array without "
+                "gradient, e.g. tensor.detach().cpu().float()"
             ) from None
     return x
 

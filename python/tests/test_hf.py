@@ -130,3 +130,23 @@ def test_swap_refuses_a_blob_that_does_not_fit(tmp_path):
     np.testing.assert_equal(
         b2.qformer(query_embeds=b2.query_tokens, encoder_hidden_states=torch.zeros(1, 26, 32)).last_hidden_state.shape, (1, 4, 32)
     )
+
+
+def test_run_takes_torch_tensors(tmp_path):
+    src = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "fixtures", "hf_sharded_gelu_f2_proj")
+    qformer.quantize(src, tmp_path / "b.qfb", "int8")
+    m = qformer.Model(tmp_path / "b.qfb")
+    c = m.config
+    torch.manual_seed(3)
+    t = torch.randn(2, c["max_image_tokens"], c["encoder_hidden"])
+    want = m.run(t.numpy())
+    for x in (t, t.half(), t.clone().requires_grad_(False)):
+        got = m.run(x)
+        ref = want if x.dtype == torch.float32 else m.run(x.numpy())
+        assert got["qformer_output"].tobytes() == ref["qformer_output"].tobytes()
+    with pytest.raises(qformer.InputError, match="image_embeds: cannot"):
+        m.run(t.clone().requires_grad_(True))
+    with pytest.raises(qformer.InputError, match="image_embeds"):
+        m.run(t.to(torch.bfloat16))
+    with pytest.raises(qformer.InputError, match="not C-contiguous"):
+        m.run(t.transpose(1, 2).transpose(1, 2).contiguous().transpose(0, 1))

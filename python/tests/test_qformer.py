@@ -491,7 +491,11 @@ def test_help_of_run_says_what_the_readme_says():
     ]:
         assert claim in section, f"README: {claim}"
         assert claim in doc, f"help(qformer.Model.run): {claim}"
-    assert "run(self, image_embeds: 'Any', prompt: 'Optional[str]' = None" in doc
+    # The signature with its type hints (quoted or not, as the Python version renders them).
+    flat = re.sub(r"\s+", " ", doc).replace("( ", "(").replace(" )", ")")
+    sig = re.search(r"run\(self, image_embeds: '?Any'?, prompt: '?Optional\[str\]'? = None, input_ids: '?Any'? = None, "
+                    r"attention_mask: '?Any'? = None, threads: '?Optional\[int\]'? = None\)", flat)
+    assert sig, doc[:400]
 
 
 def test_readme_python_example_runs_as_written(capsys, monkeypatch):
