@@ -441,23 +441,25 @@ fn verify<'py>(
         detached(py, || qformer_std::verify::load_reference(m, &model, &reference, config, tokenizer, progress))
             .map_err(|e| to_py(py, Kind::Checkpoint, e))?;
     let (rows, notes, batch, tokens) = detached(py, || {
-        let (images, ids, what, conflict) = match (arrays, &input_path) {
+        let (images, ids, conflict) = match (arrays, &input_path) {
             (Some((images, ids)), _) => {
+                check_images(m, &images, "image_embeds")?;
                 let conflict = "input_ids and prompt both give an instruction: give one of them".to_string();
-                (images, ids, "image_embeds".to_string(), conflict)
+                (images, ids, conflict)
             }
             (None, Some(p)) => {
+                // The CLI's order: the features, their check, then the instructions.
                 let images = read_images(p)?;
+                check_images(m, &images, &p.display().to_string())?;
                 let ids = read_instructions(p)?;
                 let conflict = format!(
                     "{} carries qformer_input_ids and prompt gives an instruction too: give one of them",
                     p.display()
                 );
-                (images, ids, p.display().to_string(), conflict)
+                (images, ids, conflict)
             }
             (None, None) => anyhow::bail!("give image_embeds (an array or an input file)"),
         };
-        check_images(m, &images, &what)?;
         if prompt.is_some() && ids.is_some() {
             anyhow::bail!("{conflict}");
         }
