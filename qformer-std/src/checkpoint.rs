@@ -27,7 +27,7 @@ use safetensors::tensor::Metadata;
 use safetensors::Dtype;
 use serde_json::Value;
 
-use crate::files;
+use crate::files::{self, OsError};
 use crate::vocab::TokenizerSpec;
 use crate::weights::{hf_name, holds_values, Tensor, VocabTables, Weights};
 
@@ -135,8 +135,8 @@ impl Checkpoint {
     /// Opens `path` (directory or `.safetensors` file) and reads the safetensors headers.
     pub fn open(path: &Path, config: Option<&Path>) -> Result<Checkpoint> {
         let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => anyhow!("{} does not exist", path.display()),
-            _ => anyhow!("cannot open {}: {e}", path.display()),
+            std::io::ErrorKind::NotFound => OsError::error(format!("{} does not exist", path.display()), &e),
+            _ => OsError::error(format!("cannot open {}: {e}", path.display()), &e),
         })?;
         let mut read_files = Vec::new();
         let (shard_files, default_config) = if meta.is_dir() {

@@ -52,12 +52,38 @@ pub fn kind(ft: &std::fs::FileType) -> &'static str {
     }
 }
 
+/// An operating-system error on a file, with its message as the command line shows it (the
+/// OS's words inside it). Callers that sort errors (the Python module's `FileError`) find it
+/// with `anyhow::Error::downcast_ref`; its `Display` is the message alone.
+#[derive(Debug)]
+pub struct OsError {
+    /// What the user reads.
+    pub message: String,
+    /// The OS's error kind.
+    pub kind: std::io::ErrorKind,
+}
+
+impl std::fmt::Display for OsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for OsError {}
+
+impl OsError {
+    /// `message` about the OS error `e`.
+    pub fn error(message: String, e: &std::io::Error) -> anyhow::Error {
+        anyhow::Error::new(OsError { message, kind: e.kind() })
+    }
+}
+
 /// The error of opening `path`: "does not exist" for a missing file, the OS's words otherwise.
 fn open_error(path: &Path, e: std::io::Error) -> anyhow::Error {
     if e.kind() == std::io::ErrorKind::NotFound {
-        anyhow!("{} does not exist", path.display())
+        OsError::error(format!("{} does not exist", path.display()), &e)
     } else {
-        anyhow!("cannot open {}: {e}", path.display())
+        OsError::error(format!("cannot open {}: {e}", path.display()), &e)
     }
 }
 
@@ -116,14 +142,14 @@ pub fn read_whole(f: &mut File, buf: &mut [u8], path: &Path) -> Result<()> {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
             anyhow!("{} became shorter while it was being read", path.display())
         } else {
-            anyhow!("cannot read {}: {e}", path.display())
+            OsError::error(format!("cannot read {}: {e}", path.display()), &e)
         }
     })?;
     let mut probe = [0u8; 1];
     match f.read(&mut probe) {
         Ok(0) => Ok(()),
         Ok(_) => bail!("{} became longer while it was being read", path.display()),
-        Err(e) => bail!("cannot read {}: {e}", path.display()),
+        Err(e) => Err(OsError::error(format!("cannot read {}: {e}", path.display()), &e)),
     }
 }
 

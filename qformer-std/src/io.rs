@@ -27,7 +27,9 @@ pub struct Images {
     pub dim: usize,
 }
 
-fn images_from(shape: &[usize], data: Vec<f32>, what: &str) -> Result<Images> {
+/// Image features of `shape` (`[M, d_v]` or `[B, M, d_v]`) from row-major `data`; `what` names
+/// them in the messages.
+pub fn images_from(shape: &[usize], data: Vec<f32>, what: &str) -> Result<Images> {
     let (batch, tokens, dim) = match shape {
         [m, dv] => (1, *m, *dv),
         [b, m, dv] => (*b, *m, *dv),
@@ -256,11 +258,8 @@ pub fn read_instructions(path: &Path) -> Result<Option<Instructions>> {
         return Ok(None);
     };
     let what = |name: &str| format!("{}: {name}", path.display());
-    let (rows, len) = match ids.shape() {
-        [t] => (1, *t),
-        [b, t] => (*b, *t),
-        s => bail!("{} has shape {s:?}, expected [B, T] or [T]", what("qformer_input_ids")),
-    };
+    // Shapes before dtypes, as the messages have always come.
+    let (rows, len) = ids_rows(ids.shape(), &what)?;
     let ints = |v: &TensorView<'_>, name: &str| -> Result<Vec<i64>> {
         let b = v.data();
         Ok(match v.dtype() {
@@ -273,7 +272,35 @@ pub fn read_instructions(path: &Path) -> Result<Option<Instructions>> {
         })
     };
     let raw = ints(&ids, "qformer_input_ids")?;
-    let ids: Vec<u32> = raw
+    let mask = match st.tensor("qformer_attention_mask") {
+        Err(_) => None,
+        Ok(m) => {
+            check_mask_shape(m.shape(), rows, len, &what)?;
+            Some((m.shape().to_vec(), m))
+        }
+    };
+    let mask = match &mask {
+        None => None,
+        Some((shape, m)) => Some((shape.as_slice(), ints(m, "qformer_attention_mask")?)),
+    };
+    instructions_from(ids.shape(), &raw, mask.as_ref().map(|(s, v)| (*s, v.as_slice())), &what).map(Some)
+}
+
+/// InstructBLIP instructions from integer token ids `[B, T]` or `[T]` and an optional
+/// attention mask of the same shape (1 attended, 0 padding; all ones when absent), checked as
+/// [`read_instructions`] checks a file's: ids must be in `0..2^32`, mask values 0 or 1.
+/// `what(name)` names a tensor in the messages.
+pub fn instructions_from(
+    ids_shape: &[usize],
+    ids: &[i64],
+    mask: Option<(&[usize], &[i64])>,
+    what: &dyn Fn(&str) -> String,
+) -> Result<Instructions> {
+    let (rows, len) = ids_rows(ids_shape, what)?;
+    if rows.checked_mul(len) != Some(ids.len()) {
+        bail!("{} has shape {ids_shape:?} but {} values", what("qformer_input_ids"), ids.len());
+    }
+    let ids: Vec<u32> = ids
         .iter()
         .enumerate()
         .map(|(i, &v)| {
@@ -281,18 +308,14 @@ pub fn read_instructions(path: &Path) -> Result<Option<Instructions>> {
                 .map_err(|_| anyhow!("{} value {v} at flat index {i} is not a token id", what("qformer_input_ids")))
         })
         .collect::<Result<_>>()?;
-    let mask: Vec<u8> = match st.tensor("qformer_attention_mask") {
-        Err(_) => vec![1; ids.len()],
-        Ok(m) => {
-            if m.shape() != [rows, len] && m.shape() != [len] || (m.shape() == [len] && rows != 1) {
-                bail!(
-                    "{} has shape {:?}, qformer_input_ids {:?}: they must match",
-                    what("qformer_attention_mask"),
-                    m.shape(),
-                    [rows, len]
-                );
+    let mask: Vec<u8> = match mask {
+        None => vec![1; ids.len()],
+        Some((shape, values)) => {
+            check_mask_shape(shape, rows, len, what)?;
+            if values.len() != ids.len() {
+                bail!("{} has shape {shape:?} but {} values", what("qformer_attention_mask"), values.len());
             }
-            ints(&m, "qformer_attention_mask")?
+            values
                 .iter()
                 .enumerate()
                 .map(|(i, &v)| match v {
@@ -302,5 +325,27 @@ pub fn read_instructions(path: &Path) -> Result<Option<Instructions>> {
                 .collect::<Result<_>>()?
         }
     };
-    Ok(Some(Instructions { ids, mask, len, rows }))
+    Ok(Instructions { ids, mask, len, rows })
+}
+
+/// Rows and length of `qformer_input_ids` of shape `[B, T]` or `[T]`.
+fn ids_rows(shape: &[usize], what: &dyn Fn(&str) -> String) -> Result<(usize, usize)> {
+    Ok(match shape {
+        [t] => (1, *t),
+        [b, t] => (*b, *t),
+        s => bail!("{} has shape {s:?}, expected [B, T] or [T]", what("qformer_input_ids")),
+    })
+}
+
+/// `qformer_attention_mask` has the ids' shape (`[T]` only for one row).
+fn check_mask_shape(shape: &[usize], rows: usize, len: usize, what: &dyn Fn(&str) -> String) -> Result<()> {
+    if shape != [rows, len] && shape != [len] || (shape == [len] && rows != 1) {
+        bail!(
+            "{} has shape {:?}, qformer_input_ids {:?}: they must match",
+            what("qformer_attention_mask"),
+            shape,
+            [rows, len]
+        );
+    }
+    Ok(())
 }

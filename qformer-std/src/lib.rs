@@ -12,16 +12,22 @@
 //! * [`io`]: `image_embeds` inputs (safetensors or `.npy`) and `qformer_output` outputs.
 //! * [`synth`]: deterministic synthetic models (the `demo`, BLIP-2-sized tests).
 //! * [`metrics`]: cosine similarity and error statistics.
+//! * [`quantize`](mod@quantize): a checkpoint to a checked blob on disk (the `quantize`
+//!   command and the Python module's `qformer.quantize`).
+//! * [`verify`]: a blob against the fp32 reference, layer by layer (`qformer verify`,
+//!   `qformer.verify`).
 //! * [`vocab`]: Hugging Face BERT tokenizer directories read into the core tokenizer's tables.
 
 pub mod checkpoint;
 pub mod files;
 pub mod io;
 pub mod metrics;
+pub mod quantize;
 pub mod reference;
 pub mod report;
 pub mod runtime;
 pub mod synth;
+pub mod verify;
 pub mod vocab;
 pub mod weights;
 pub mod writer;

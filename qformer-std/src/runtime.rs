@@ -375,3 +375,77 @@ pub fn quant_variants() -> Vec<Quantizer> {
 pub fn f_variants() -> Vec<FGemm> {
     usable(FGemm::VARIANTS)
 }
+
+/// Checks image features against the blob before a forward: their width is `d_v` and their
+/// token count in 1 to the blob's maximum. `what` names them in the message (the input file's
+/// path, or the argument).
+pub fn check_images(model: &Model<'_>, images: &crate::io::Images, what: &str) -> Result<()> {
+    let c = model.config();
+    if images.dim != c.encoder_hidden as usize {
+        bail!("{what}: image_embeds are {} wide, the model expects d_v = {}", images.dim, c.encoder_hidden);
+    }
+    if images.tokens == 0 || images.tokens > c.max_image_tokens as usize {
+        bail!("{what}: {} image tokens, the blob accepts 1 to {}", images.tokens, c.max_image_tokens);
+    }
+    Ok(())
+}
+
+/// How the callers of [`resolve_instructions`] name the instruction's sources in its
+/// messages (the command line's flags, or the Python arguments).
+#[derive(Clone, Copy, Debug)]
+pub struct Wording<'w> {
+    /// The text instruction: `--prompt`.
+    pub prompt: &'w str,
+    /// Where an instruction could have been given: `--prompt, or qformer_input_ids in the input`.
+    pub sources: &'w str,
+}
+
+impl Wording<'static> {
+    /// The command line's.
+    pub const CLI: Wording<'static> =
+        Wording { prompt: "--prompt", sources: "--prompt, or qformer_input_ids in the input" };
+}
+
+/// The instruction of a run over `batch` images: `prompt` tokenized with the blob's own
+/// vocabulary (truncated to `max_text_tokens`, with a note), or the given token ids, or none
+/// (with a note for an InstructBLIP blob). An instruction for a blob without text parts, and a
+/// number of instruction rows that is neither 1 nor `batch`, are refused. Returns the
+/// instructions and the notes for the user. The caller refuses `prompt` and `ids` together
+/// (in its own words).
+pub fn resolve_instructions(
+    model: &Model<'_>,
+    prompt: Option<&str>,
+    ids: Option<Instructions>,
+    batch: usize,
+    wording: Wording<'_>,
+) -> Result<(Option<Instructions>, Vec<String>)> {
+    let mut notes = Vec::new();
+    let text = match (prompt, ids) {
+        (Some(_), Some(_)) => bail!("{} and token ids both give an instruction: give one of them", wording.prompt),
+        (Some(p), None) => {
+            let mut ids = vec![0u32; model.config().max_text_tokens.max(2) as usize];
+            let t = model.tokenize(p, &mut ids)?;
+            if t.truncated_from > t.len {
+                notes.push(format!(
+                    "note: {} is {} tokens long, truncated to the blob's max_text_tokens = {}",
+                    wording.prompt, t.truncated_from, t.len
+                ));
+            }
+            ids.truncate(t.len);
+            Some(Instructions::one(ids))
+        }
+        (None, t) => t,
+    };
+    match &text {
+        Some(_) if !model.config().has_text() => bail!("{}", qformer_core::Error::NoText),
+        Some(t) if t.rows != 1 && t.rows != batch => {
+            bail!("{} instructions for {batch} images: give one per image, or one for all", t.rows)
+        }
+        None if model.config().has_text() => notes.push(format!(
+            "note: no instruction given ({}): running the queries alone, as transformers' InstructBlipQFormerModel does without input_ids",
+            wording.sources
+        )),
+        _ => {}
+    }
+    Ok((text, notes))
+}

@@ -8,6 +8,7 @@ mod checks;
 mod firmware;
 mod fuzz;
 mod models;
+mod python;
 mod util;
 
 use std::process::ExitCode;
@@ -70,6 +71,8 @@ enum Step {
         #[arg(long)]
         write_header: bool,
     },
+    /// The Python package: pip install ./python (maturin) into a throwaway venv under target/, then pytest
+    Python,
     /// Every cargo-fuzz target (or TARGETS) for SECONDS each (default 60; ci: $QFORMER_FUZZ_SECONDS)
     Fuzz {
         /// Seconds per target
@@ -124,6 +127,7 @@ const CI: &[CiStep] = &[
     ("c-api", "The C API: header, Linux example and C tests (host, qemu-aarch64), C firmware on Cortex-M4 and M55", || {
         c_api::c_api(false)
     }),
+    ("python", "The Python package: built by pip and maturin into a throwaway venv, pytest python/tests", python::python),
     ("fuzz", "Fuzzing: blob parsing, mutated blobs, checkpoint and input loading (corpus in fuzz/corpus)", ci_fuzz),
     (
         "stable-view",
@@ -175,6 +179,7 @@ fn main() -> ExitCode {
         Step::Bless => models::models(false),
         Step::Firmware => firmware::firmware(),
         Step::CApi { write_header } => c_api::c_api(write_header),
+        Step::Python => python::python(),
         Step::StableView => firmware::stable_view(),
         Step::Fuzz { seconds, targets } => fuzz::fuzz(seconds, &targets),
         Step::Bench => arm::bench(),

@@ -9,13 +9,15 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use qformer_core::{Model, Precision};
-use qformer_std::checkpoint::{self, LoadOptions};
 use qformer_std::files::{CreatedDir, Output};
 use qformer_std::io::{encode_tensors, read_images, read_instructions, write_tensors, Images};
 use qformer_std::metrics::{agreement, Agreement};
-use qformer_std::runtime::{detect_kernels, run_batch, run_batch_text, BlobBytes, Instructions, Threads};
+use qformer_std::runtime::{
+    check_images, detect_kernels, resolve_instructions, run_batch, run_batch_text, BlobBytes, Instructions, Threads,
+    Wording,
+};
 use qformer_std::writer::{build_blob, BlobOptions};
-use qformer_std::{reference, report, synth};
+use qformer_std::{reference, report, synth, verify};
 
 #[derive(Parser)]
 #[command(
@@ -181,9 +183,7 @@ impl Load {
 /// `--min-cosine`: a finite number in [-1, 1] (NaN would make every comparison pass).
 fn parse_cosine(s: &str) -> Result<f64, String> {
     let v: f64 = s.trim().parse().map_err(|_| format!("{s:?} is not a number"))?;
-    if !(-1.0..=1.0).contains(&v) {
-        return Err(format!("{s} is not a cosine similarity (a number from -1 to 1)"));
-    }
+    verify::check_min_cosine(v, s)?;
     Ok(v)
 }
 
@@ -227,14 +227,7 @@ fn open_model<'a>(blob: &'a BlobBytes, path: &Path) -> Result<Model<'a>> {
 }
 
 fn check_input(model: &Model<'_>, images: &Images, path: &Path) -> Result<()> {
-    let c = model.config();
-    if images.dim != c.encoder_hidden as usize {
-        bail!("{}: image_embeds are {} wide, the model expects d_v = {}", path.display(), images.dim, c.encoder_hidden);
-    }
-    if images.tokens == 0 || images.tokens > c.max_image_tokens as usize {
-        bail!("{}: {} image tokens, the blob accepts 1 to {}", path.display(), images.tokens, c.max_image_tokens);
-    }
-    Ok(())
+    check_images(model, images, &path.display().to_string())
 }
 
 /// The instructions of a run: `--prompt`, or the input file's `qformer_input_ids`, or none
@@ -249,35 +242,15 @@ fn instructions(
         Some(p) => read_instructions(p)?,
         None => None,
     };
-    let text = match (&prompt.prompt, from_file) {
-        (Some(_), Some(_)) => bail!(
+    if let (Some(_), Some(_)) = (&prompt.prompt, &from_file) {
+        bail!(
             "{} carries qformer_input_ids and --prompt gives an instruction too: give one of them",
             input.map_or(String::new(), |p| p.display().to_string())
-        ),
-        (Some(p), None) => {
-            let mut ids = vec![0u32; model.config().max_text_tokens.max(2) as usize];
-            let t = model.tokenize(p, &mut ids)?;
-            if t.truncated_from > t.len {
-                eprintln!(
-                    "note: --prompt is {} tokens long, truncated to the blob's max_text_tokens = {}",
-                    t.truncated_from, t.len
-                );
-            }
-            ids.truncate(t.len);
-            Some(Instructions::one(ids))
-        }
-        (None, Some(t)) => Some(t),
-        (None, None) => None,
-    };
-    match &text {
-        Some(_) if !model.config().has_text() => bail!("{}", qformer_core::Error::NoText),
-        Some(t) if t.rows != 1 && t.rows != batch => {
-            bail!("{} instructions for {batch} images: give one per image, or one for all", t.rows)
-        }
-        None if model.config().has_text() => eprintln!(
-            "note: no instruction given (--prompt, or qformer_input_ids in the input): running the queries alone, as transformers' InstructBlipQFormerModel does without input_ids"
-        ),
-        _ => {}
+        );
+    }
+    let (text, notes) = resolve_instructions(model, prompt.prompt.as_deref(), from_file, batch, Wording::CLI)?;
+    for note in notes {
+        eprintln!("{note}");
     }
     Ok(text)
 }
@@ -318,42 +291,12 @@ fn verify(
 ) -> Result<()> {
     let blob = BlobBytes::open(model_path)?;
     let model = open_model(&blob, model_path)?;
-    let c = model.config();
-    let opts = LoadOptions {
-        config,
-        max_image_tokens: Some(c.max_image_tokens),
-        progress: true,
-        tokenizer,
-        max_text_tokens: c.has_text().then_some(c.max_text_tokens),
-    };
-    let weights = checkpoint::load(reference_path, &opts)?;
-    if weights.config != *model.config() {
-        bail!(
-            "{} was not made from {}: configs differ\n  blob:\n{}\n  checkpoint:\n{}",
-            model_path.display(),
-            reference_path.display(),
-            report::config(model.config()),
-            report::config(&weights.config)
-        );
-    }
-    if !same_vocab(&model, &weights) {
-        bail!("{} was not made from {}: their vocabularies differ", model_path.display(), reference_path.display());
-    }
+    let weights = verify::load_reference(&model, model_path, reference_path, config, tokenizer, true)?;
     let images = read_images(input)?;
     check_input(&model, &images, input)?;
-    let (b, m, dv) = (images.batch, images.tokens, images.dim);
+    let (b, m) = (images.batch, images.tokens);
     let text = instructions(&model, Some(input), prompt, b)?;
-    let got = run_batch_text(&model, &images.data, b, m, text.as_ref(), true, &qformer_core::Sequential)?;
-    let refs: Vec<reference::Output> = (0..b)
-        .map(|i| {
-            let t = text.as_ref().map(|t| t.text(i));
-            let t = t.as_ref().map(|t| (t.ids, t.mask.unwrap_or(&[])));
-            reference::forward_text(&weights, &images.data[i * m * dv..(i + 1) * m * dv], m, t)
-        })
-        .collect();
-    let cat =
-        |f: &dyn Fn(&reference::Output) -> &[f32]| refs.iter().flat_map(|r| f(r).iter().copied()).collect::<Vec<f32>>();
-
+    let rows = verify::compare(&model, &weights, &images, text.as_ref())?;
     println!(
         "{} ({}) against the fp32 reference of {}, {b} image(s) of {m} tokens",
         model_path.display(),
@@ -361,22 +304,10 @@ fn verify(
         reference_path.display()
     );
     println!("{:<16} {:>12} {:>12} {:>12}", "", "cosine", "max abs", "rms");
-    for (i, h) in got.hidden_states.iter().enumerate() {
-        let want = cat(&|r| &r.hidden_states[i]);
-        let name = if i == 0 { "input norm".to_string() } else { format!("layer {}", i - 1) };
-        print_agreement(&name, &agreement(h, &want));
+    for r in &rows {
+        print_agreement(&r.name, &r.agreement);
     }
-    let out = agreement(&got.output, &cat(&|r| &r.output));
-    print_agreement("qformer_output", &out);
-    let mut worst = out.cosine;
-    if let Some(p) = &got.projected {
-        let a = agreement(p, &cat(&|r| r.projected.as_deref().unwrap_or(&[])));
-        print_agreement("projected", &a);
-        worst = worst.min(a.cosine);
-    }
-    if worst < min_cosine {
-        bail!("cosine similarity {worst:.7} is below --min-cosine {min_cosine}");
-    }
+    verify::check(&rows, min_cosine)?;
     println!("ok: cosine >= {min_cosine}");
     Ok(())
 }
@@ -387,19 +318,6 @@ fn peak_rss() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
-}
-
-/// Whether the blob's vocabulary and tokenizer are the ones `weights` carry.
-fn same_vocab(model: &Model<'_>, weights: &qformer_std::weights::Weights) -> bool {
-    match (model.vocab(), &weights.vocab) {
-        (None, None) => true,
-        (Some(v), Some(w)) => {
-            let tokens = qformer_core::tokenizer::Vocab::new(&w.text, &w.offsets, &w.sorted);
-            model.header().tokenizer_options() == w.options
-                && tokens.is_ok_and(|t| t.len() == v.len() && (0..v.len() as u32).all(|i| t.token(i) == v.token(i)))
-        }
-        _ => false,
-    }
 }
 
 /// Median of `ms` (sorted in place).

@@ -15,15 +15,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use clap::{Parser, ValueEnum};
-use qformer_core::blob::round_up;
-use qformer_core::{Model, Precision};
-use qformer_std::checkpoint::{self, progress_bar, LoadOptions};
-use qformer_std::files::Output;
-use qformer_std::report;
-use qformer_std::runtime::BlobBytes;
-use qformer_std::writer::{build_blob, BlobOptions, DEFAULT_GROUP};
+use qformer_core::Precision;
+use qformer_std::quantize::{check_group, Options};
+use qformer_std::writer::DEFAULT_GROUP;
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Dtype {
@@ -75,17 +71,10 @@ struct Args {
     quiet: bool,
 }
 
-/// `--group`, checked before anything is read or allocated, with the rule the core applies
-/// to a blob's group sizes (`qformer_core::blob`: non-zero, a multiple of 16, at most
-/// `MAX_DIM`).
+/// `--group`, checked before anything is read or allocated (`qformer_std::quantize::check_group`).
 fn parse_group(s: &str) -> Result<u32, String> {
     let g: u32 = s.trim().parse().map_err(|_| format!("{s:?} is not a whole number"))?;
-    if !qformer_core::valid_group(g) {
-        return Err(format!(
-            "{g} is not a valid int8 group size (a non-zero multiple of 16, at most {})",
-            qformer_core::config::MAX_DIM
-        ));
-    }
+    check_group(g)?;
     Ok(g)
 }
 
@@ -100,48 +89,22 @@ fn main() -> ExitCode {
 }
 
 fn quantize(args: Args) -> Result<()> {
-    let opts = LoadOptions {
-        config: args.config.clone(),
+    let opts = Options {
+        precision: match args.dtype {
+            Dtype::F32 => Precision::F32,
+            Dtype::Fp16 => Precision::F16,
+            Dtype::Int8 => Precision::Int8,
+        },
+        config: args.config,
+        group: args.group,
         max_image_tokens: args.max_image_tokens,
-        progress: !args.quiet,
-        tokenizer: args.tokenizer.clone(),
+        tokenizer: args.tokenizer,
         max_text_tokens: args.max_text_tokens,
+        progress: !args.quiet,
     };
-    let ck = checkpoint::Checkpoint::open(&args.model, args.config.as_deref())?;
-    // Before the work: an output that would destroy a source file is refused, and the
-    // temporary file exists from here on (removed on failure or signal).
-    let tokenizer = checkpoint::tokenizer_files(&ck, &opts);
-    let sources: Vec<&std::path::Path> = ck.files().chain(tokenizer.iter().map(PathBuf::as_path)).collect();
-    let output = Output::create(&args.output, &sources)?;
-    let weights = checkpoint::load_from(&ck, &opts)?;
-    drop(ck);
-    let precision = match args.dtype {
-        Dtype::F32 => Precision::F32,
-        Dtype::Fp16 => Precision::F16,
-        Dtype::Int8 => Precision::Int8,
-    };
-    let widest = weights.tensors.iter().filter(|t| t.role.is_matrix()).map(|t| t.cols).max().unwrap_or(0);
-    if precision == Precision::Int8 && args.group as usize > round_up(widest, 16) {
-        bail!(
-            "--group {} is wider than every matrix row of this model (at most {widest} input channels): each row would be one group padded with zeros",
-            args.group
-        );
-    }
-    let opts = BlobOptions { precision, group: args.group };
-    // Before any allocation: the blob's exact size from the writer's layout.
-    if let Err(e) = qformer_std::writer::layout(&weights, opts) {
-        let hint = if precision == Precision::Int8 { " (is --group too large?)" } else { "" };
-        bail!("{e}{hint}");
-    }
-    let bar = progress_bar(!args.quiet, weights.tensors.len() as u64, "writing");
-    let bytes = build_blob(&weights, opts, || bar.inc(1))?;
-    bar.finish_and_clear();
-    // Check what we are about to write with the reader the devices use.
-    let copy = BlobBytes::copy(&bytes);
-    let model = Model::from_blob(copy.bytes()).context("internal error: the written blob does not validate")?;
-    output.write(&bytes)?;
+    let summary = qformer_std::quantize::quantize(&args.model, &args.output, &opts)?;
     println!("{} -> {}", args.model.display(), args.output.display());
-    println!("{} parameters", weights.parameters());
-    println!("{}", report::model(&model, &bytes));
+    println!("{} parameters", summary.parameters);
+    println!("{}", summary.report);
     Ok(())
 }
