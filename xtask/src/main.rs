@@ -73,7 +73,7 @@ enum Step {
     },
     /// The Python package: pip install ./python (maturin) into a throwaway venv under target/, then pytest
     Python,
-    /// Every cargo-fuzz target (or TARGETS) for SECONDS each (default 60; ci: $QFORMER_FUZZ_SECONDS)
+    /// Every cargo-fuzz target (or TARGETS) for SECONDS each (default 60; ci: $QFORMER_FUZZ_SECONDS, default 30)
     Fuzz {
         /// Seconds per target
         #[arg(default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
@@ -139,7 +139,9 @@ const CI: &[CiStep] = &[
 fn ci_fuzz() -> Result<()> {
     let seconds = match std::env::var("QFORMER_FUZZ_SECONDS") {
         Ok(s) => s.parse().map_err(|_| anyhow::anyhow!("QFORMER_FUZZ_SECONDS={s} is not a number of seconds"))?,
-        Err(_) => 60,
+        // 30 s per target keeps the whole test command under half an hour on 2 cores; longer
+        // runs: `cargo xtask fuzz 300`.
+        Err(_) => 30,
     };
     fuzz::fuzz(seconds, &[])
 }
