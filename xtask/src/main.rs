@@ -73,6 +73,8 @@ enum Step {
     },
     /// The Python package: pip install ./python (maturin) into a throwaway venv under target/, then pytest
     Python,
+    /// The Python package on aarch64 Linux under qemu-aarch64 (Debian's arm64 CPython, the wheel cross-built), as Cortex-A72 and A76; not in ci
+    PythonAarch64,
     /// Every cargo-fuzz target (or TARGETS) for SECONDS each (default 60; ci: $QFORMER_FUZZ_SECONDS, default 30)
     Fuzz {
         /// Seconds per target
@@ -182,6 +184,7 @@ fn main() -> ExitCode {
         Step::Firmware => firmware::firmware(),
         Step::CApi { write_header } => c_api::c_api(write_header),
         Step::Python => python::python(),
+        Step::PythonAarch64 => python::python_aarch64(),
         Step::StableView => firmware::stable_view(),
         Step::Fuzz { seconds, targets } => fuzz::fuzz(seconds, &targets),
         Step::Bench => arm::bench(),
