@@ -157,19 +157,19 @@ pub fn run(ex: Example<'_>, counter: &Counter) -> bool {
     // (tokenize, forward) ticks; tokenize 0 without an instruction.
     let (tokenize, forward) = match ex.instruction {
         None => {
-            let t0 = counter.ticks();
+            let start = counter.ticks();
             if let Err(e) = model.forward(image, ex.arena, q_out, p_out) {
                 return fail_with("forward", e);
             }
-            (0, counter.ticks() - t0)
+            (0, counter.ticks() - start)
         }
         Some(ins) => {
-            let t0 = counter.ticks();
+            let start = counter.ticks();
             let tokens = match model.tokenize(ins.text, ins.ids) {
                 Ok(tokens) => tokens,
                 Err(e) => return fail_with("tokenize", e),
             };
-            let tokenize = counter.ticks() - t0;
+            let tokenize = counter.ticks() - start;
             let ids = &ins.ids[..tokens.len];
             defmt::info!(
                 "instruction {=str:?}: {=usize} token ids (max {=usize}{=str}) in {=u64} {=str}: {=[?]}",
@@ -189,11 +189,11 @@ pub fn run(ex: Example<'_>, counter: &Counter) -> bool {
                 );
                 ids_ok = false;
             }
-            let t1 = counter.ticks();
+            let start = counter.ticks();
             if let Err(e) = model.forward_text(image, Text { ids, mask: None }, ex.arena, q_out, p_out) {
                 return fail_with("forward_text", e);
             }
-            (tokenize, counter.ticks() - t1)
+            (tokenize, counter.ticks() - start)
         }
     };
     let stack = stack_peak();
